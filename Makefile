@@ -1,0 +1,41 @@
+# Every target sets up what it needs: the first run creates .venv and installs the project (editable, with dev extras).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test train demo bench report lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+train: install
+	$(PY) scripts/train.py fit --config configs/cifar10.yaml
+
+demo: install
+	$(PY) scripts/gradient_report.py
+	$(PY) scripts/crosscheck_train.py --dataset synthetic
+
+bench: install
+	$(PY) scripts/benchmark.py --json runs/bench/benchmark.json
+
+report: install
+	$(PY) scripts/gradient_report.py
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache
