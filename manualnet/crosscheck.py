@@ -27,9 +27,7 @@ class GradDiff:
 def compare(name: str, manual: Tensor, reference: Tensor) -> GradDiff:
     """GradDiff of `manual` against `reference` (same shape), computed in float64."""
     if manual.shape != reference.shape:
-        raise ValueError(
-            f"{name}: expected the reference's shape {tuple(reference.shape)}, got {tuple(manual.shape)}"
-        )
+        raise ValueError(f"{name}: expected the reference's shape {tuple(reference.shape)}, got {tuple(manual.shape)}")
     a, b = manual.detach().double(), reference.detach().double()
     max_abs = (a - b).abs().max().item()
     scale = b.abs().max().item()

@@ -44,9 +44,7 @@ class TwoLayerNetFn(torch.autograd.Function):
         # b1 and b2 are not needed: d(s)/d(b) = 1.
         need_x = ctx.needs_input_grad[0]
         ctx.save_for_backward(x, w1 if need_x else None, w2, x2)
-        ctx.set_materialize_grads(
-            False
-        )  # ds2 or dx2_out may be None: we skip the work instead of adding zeros
+        ctx.set_materialize_grads(False)  # ds2 or dx2_out may be None: we skip the work instead of adding zeros
 
     @staticmethod
     def backward(ctx, ds2: Tensor | None, dx2_out: Tensor | None):

@@ -42,9 +42,7 @@ class TwoLayerNet(nn.Module):
         """Draw w1 ~ N(0, 2/D), w2 ~ N(0, 1/H) and zero the biases; `seed` makes the draw repeatable."""
         gen = None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
         # Drawn on the CPU so that a seed gives the same weights on every device.
-        w1 = torch.randn(self.w1.shape, generator=gen, dtype=torch.float64) * math.sqrt(
-            2.0 / self.in_features
-        )
+        w1 = torch.randn(self.w1.shape, generator=gen, dtype=torch.float64) * math.sqrt(2.0 / self.in_features)
         w2 = torch.randn(self.w2.shape, generator=gen, dtype=torch.float64) * math.sqrt(1.0 / self.hidden)
         self.w1.copy_(w1)
         self.w2.copy_(w2)
@@ -56,9 +54,7 @@ class TwoLayerNet(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 2 or math.prod(x.shape[1:]) != self.in_features:
-            raise ValueError(
-                f"x: expected shape (N, ...) with {self.in_features} values per row, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x: expected shape (N, ...) with {self.in_features} values per row, got {tuple(x.shape)}")
         return two_layer_net(x.flatten(1), self.w1, self.b1, self.w2, self.b2)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
