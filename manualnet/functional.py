@@ -39,11 +39,11 @@ class TwoLayerNetFn(torch.autograd.Function):
         # Saved, and why:
         #   x2  for dw2 = x2^T ds2, and for the ReLU mask [s1 > 0] = [x2 > 0] (so s1 itself is not kept);
         #   w2  for dx2 = ds2 w2^T;
-        #   x   for dw1 = x^T ds1 (an input: no copy is made);
+        #   x   for dw1 = x^T ds1 (an input: no copy is made), only when w1 needs a gradient;
         #   w1  for dx = ds1 w1^T, only when x needs a gradient.
         # b1 and b2 are not needed: d(s)/d(b) = 1.
-        need_x = ctx.needs_input_grad[0]
-        ctx.save_for_backward(x, w1 if need_x else None, w2, x2)
+        need_x, need_w1 = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
         ctx.set_materialize_grads(False)  # ds2 or dx2_out may be None: we skip the work instead of adding zeros
 
     @staticmethod
@@ -51,15 +51,18 @@ class TwoLayerNetFn(torch.autograd.Function):
         x, w1, w2, x2 = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
         dx = dw1 = db1 = dw2 = db2 = None
-        dx2 = dx2_out  # a gradient arriving on the x2 output itself (only in double backward)
         if ds2 is not None:
             if need_w2:
                 dw2 = x2.T @ ds2  # dW2 = X2^T dS2     (H,N)@(N,C) -> (H,C)
             if need_b2:
                 db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
+        if not (need_x or need_w1 or need_b1):
+            return dx, dw1, db1, dw2, db2  # nothing below the ReLU was asked for: no dX2, no dS1
+        dx2 = dx2_out  # a gradient arriving on the x2 output itself (only in double backward)
+        if ds2 is not None:
             dx2_s2 = ds2 @ w2.T  # dX2 = dS2 W2^T       (N,C)@(C,H) -> (N,H)
             dx2 = dx2_s2 if dx2 is None else dx2 + dx2_s2
-        if dx2 is None or not (need_x or need_w1 or need_b1):
+        if dx2 is None:
             return dx, dw1, db1, dw2, db2
         ds1 = dx2 * (x2 > 0)  # dS1 = dX2 * [S1 > 0]   (N,H); the kink s1 == 0 gets 0, as torch's ReLU
         if need_w1:
