@@ -1,0 +1,420 @@
+"""The hand-written backward is right: numerically (gradcheck, gradgradcheck in float64) and against autograd.
+
+The reference is lightning_ref.reference (nn.Linear, nn.ReLU, nn.Linear) with F.cross_entropy, holding copies of the
+same weights. float32 gradients must agree within 1e-5 of each gradient's largest magnitude.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.autograd import gradcheck, gradgradcheck
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lightning_ref.reference import copy_from_reference, copy_to_reference, reference_from, reference_grads
+from manualnet import TwoLayerNet, softmax_cross_entropy, two_layer_net
+from manualnet.functional import TwoLayerNetFn
+
+RTOL32 = 1e-5
+NAMES = ("w1", "b1", "w2", "b2")
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+
+
+def random_inputs(n, d, h, c, seed=0, dtype=torch.float64, margin=1e-3):
+    """x, w1, b1, w2, b2, y drawn from a seeded generator, with every pre-activation s1 at least `margin` from 0.
+
+    Finite differences across ReLU's kink are wrong by design, so the numerical checks stay off it (the kink is
+    tested exactly, against the reference, below).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(100):
+        x = torch.randn(n, d, generator=gen, dtype=dtype)
+        w1 = torch.randn(d, h, generator=gen, dtype=dtype) / math.sqrt(d)
+        b1 = torch.randn(h, generator=gen, dtype=dtype) * 0.1
+        if (x @ w1 + b1).abs().min() > margin:
+            break
+    else:
+        raise AssertionError("could not draw inputs away from the ReLU kink")
+    w2 = torch.randn(h, c, generator=gen, dtype=dtype) / math.sqrt(h)
+    b2 = torch.randn(c, generator=gen, dtype=dtype) * 0.1
+    y = torch.randint(0, c, (n,), generator=gen)
+    return x, w1, b1, w2, b2, y
+
+
+def model_with(w1, b1, w2, b2) -> TwoLayerNet:
+    """A TwoLayerNet holding exactly these weights (and their dtype)."""
+    model = TwoLayerNet(w1.shape[0], w1.shape[1], w2.shape[1], dtype=w1.dtype)
+    with torch.no_grad():
+        for name, value in zip(NAMES, (w1, b1, w2, b2), strict=True):
+            getattr(model, name).copy_(value)
+    return model
+
+
+def manual_and_reference(x, w1, b1, w2, b2, y, x_grad=True):
+    """(loss, grads) of the manual path and of the reference; grads hold w1, b1, w2, b2 and, if x_grad, x."""
+    model = model_with(w1, b1, w2, b2)
+    ref = reference_from(model)
+    xm, xr = x.detach().clone().requires_grad_(x_grad), x.detach().clone().requires_grad_(x_grad)
+    loss_m = model.loss(xm, y)
+    loss_m.backward()
+    loss_r = F.cross_entropy(ref(xr), y)
+    loss_r.backward()
+    gm = {name: getattr(model, name).grad for name in NAMES}
+    gr = reference_grads(ref)
+    if x_grad:
+        gm["x"], gr["x"] = xm.grad, xr.grad
+    return (loss_m, gm), (loss_r, gr)
+
+
+def assert_rel_close(name, manual, reference, rtol=RTOL32):
+    """|manual - reference| <= rtol * max|reference|, elementwise; exact when the reference is all zeros."""
+    assert manual is not None, f"{name}: no gradient"
+    assert manual.shape == reference.shape and manual.dtype == reference.dtype, name
+    err = (manual - reference).abs().max().item()
+    scale = reference.abs().max().item()
+    assert math.isfinite(err), f"{name}: non-finite gradient"
+    assert err <= rtol * scale, f"{name}: max abs err {err:.3e} > {rtol:g} * {scale:.3e}"
+
+
+def assert_loss_close(loss_m, loss_r, logits):
+    """Losses equal within float32 rounding of the logits: -ln p_y = logsumexp(s2) - s2_y cancels their magnitude."""
+    err = (loss_m - loss_r).abs().item()
+    assert err <= RTOL32 * loss_r.abs().item() + 1e-6 * max(1.0, logits.abs().max().item()), f"loss: err {err:.3e}"
+
+
+def assert_grads_match(gm, gr, rtol=RTOL32):
+    assert gm.keys() == gr.keys()
+    for name in gr:
+        assert_rel_close(name, gm[name], gr[name], rtol)
+
+
+def loss_fn(y):
+    return lambda x, w1, b1, w2, b2: softmax_cross_entropy(two_layer_net(x, w1, b1, w2, b2), y)
+
+
+def leaves(*tensors):
+    return tuple(t.detach().clone().requires_grad_(True) for t in tensors)
+
+
+# ----------------------------------------------------------------------------- numerical checks (float64, gradcheck)
+
+# (N, D, H, C): a batch of one, one hidden unit, two classes, and a general small shape.
+SMALL_SHAPES = [(1, 3, 4, 2), (4, 5, 1, 3), (3, 6, 5, 2), (5, 7, 6, 4)]
+LARGER_SHAPES = [(16, 32, 24, 10), (1, 48, 16, 10)]
+
+
+@pytest.mark.parametrize("shape", SMALL_SHAPES)
+def test_gradcheck_of_loss_in_x_w1_b1_w2_b2(shape):
+    *params, y = random_inputs(*shape, seed=1)
+    assert gradcheck(loss_fn(y), leaves(*params))
+
+
+@pytest.mark.parametrize("shape", LARGER_SHAPES)
+def test_gradcheck_fast_mode_of_loss_at_larger_shapes(shape):
+    *params, y = random_inputs(*shape, seed=2)
+    assert gradcheck(loss_fn(y), leaves(*params), fast_mode=True)
+
+
+@pytest.mark.parametrize("shape", SMALL_SHAPES)
+def test_gradgradcheck_of_loss_in_x_w1_b1_w2_b2(shape):
+    *params, y = random_inputs(*shape, seed=3)
+    assert gradgradcheck(loss_fn(y), leaves(*params))
+
+
+@pytest.mark.parametrize("shape", LARGER_SHAPES)
+def test_gradgradcheck_fast_mode_of_loss_at_larger_shapes(shape):
+    *params, y = random_inputs(*shape, seed=4)
+    assert gradgradcheck(loss_fn(y), leaves(*params), fast_mode=True)
+
+
+def test_gradcheck_and_gradgradcheck_of_both_outputs_s2_and_x2_of_the_net_function():
+    # TwoLayerNetFn returns x2 as a second output; a gradient can arrive on it (double backward relies on that).
+    *params, _ = random_inputs(3, 4, 5, 3, seed=5)
+    assert gradcheck(TwoLayerNetFn.apply, leaves(*params))
+    assert gradgradcheck(TwoLayerNetFn.apply, leaves(*params))
+
+
+def test_gradcheck_and_gradgradcheck_of_softmax_cross_entropy_alone():
+    gen = torch.Generator().manual_seed(6)
+    s2 = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (5,), generator=gen)
+    assert gradcheck(lambda s: softmax_cross_entropy(s, y), (s2,))
+    assert gradgradcheck(lambda s: softmax_cross_entropy(s, y), (s2,))
+
+
+def test_gradcheck_with_non_contiguous_incoming_gradient():
+    # gradcheck only feeds contiguous grad_outputs; check_batched_grad and a transposed one cover the rest.
+    *params, _ = random_inputs(4, 5, 6, 3, seed=7)
+    inputs = leaves(*params)
+    s2 = two_layer_net(*inputs)
+    g = torch.randn(3, 4, dtype=torch.float64).T  # (N,C), non-contiguous
+    assert not g.is_contiguous()
+    got = torch.autograd.grad(s2, inputs, g)
+    inputs_ref = leaves(*params)
+    s2_ref = F.linear(F.relu(F.linear(inputs_ref[0], inputs_ref[1].T, inputs_ref[2])), inputs_ref[3].T, inputs_ref[4])
+    want = torch.autograd.grad(s2_ref, inputs_ref, g.contiguous())
+    for name, a, b in zip(("x", *NAMES), got, want, strict=True):
+        assert_rel_close(name, a, b, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ float32 against the autograd reference
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    d=st.integers(1, 20),
+    h=st.integers(1, 16),
+    c=st.integers(2, 10),
+    x_scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    b1_shift=st.sampled_from([0.0, -0.5, 0.5]),
+    logit_scale=st.sampled_from([1.0, 10.0, 1e3]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_float32_gradients_match_reference_over_random_shapes_and_values(
+    n, d, h, c, x_scale, b1_shift, logit_scale, seed
+):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen) * x_scale
+    w1 = torch.randn(d, h, generator=gen) / math.sqrt(d)
+    b1 = torch.randn(h, generator=gen) * 0.1 + b1_shift * x_scale  # shifts the share of dead units
+    w2 = torch.randn(h, c, generator=gen) * logit_scale / math.sqrt(h)
+    b2 = torch.randn(c, generator=gen)
+    y = torch.randint(0, c, (n,), generator=gen)
+    (loss_m, gm), (loss_r, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
+    assert torch.isfinite(loss_m)
+    assert_loss_close(loss_m, loss_r, two_layer_net(x, w1, b1, w2, b2))
+    assert_grads_match(gm, gr)
+
+
+def test_pre_activations_exactly_zero_get_zero_gradient_as_in_reference():
+    # Small integers are exact in float32, so s1 = x w1 + b1 is computed exactly and can be made exactly 0.
+    gen = torch.Generator().manual_seed(8)
+    n, d, h, c = 6, 5, 7, 4
+    x = torch.randint(-3, 4, (n, d), generator=gen).float()
+    w1 = torch.randint(-2, 3, (d, h), generator=gen).float()
+    b1 = torch.randint(-2, 3, (h,), generator=gen).float()
+    w1[:, 0], b1[0] = 0.0, 0.0  # unit 0: s1 == 0 for every row
+    b1[1] = -(x[0] @ w1[:, 1])  # unit 1: s1 == 0 for row 0 only
+    w2 = torch.randn(h, c, generator=gen)
+    b2 = torch.randn(c, generator=gen)
+    y = torch.randint(0, c, (n,), generator=gen)
+    s1 = x @ w1 + b1
+    assert (s1[:, 0] == 0).all() and s1[0, 1] == 0 and (s1 != 0).sum() > n * (h - 2)
+    (_, gm), (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
+    assert_grads_match(gm, gr)
+    # At the kink the derivative of max(0, s) is taken as 0, by both.
+    assert gm["b1"][0] == 0 and (gm["w1"][:, 0] == 0).all()
+    assert torch.equal(gm["b1"][0], gr["b1"][0])
+
+
+def test_all_hidden_units_dead_gives_zero_first_layer_gradients_equal_to_reference():
+    *params, y = random_inputs(8, 6, 5, 3, seed=9, dtype=torch.float32)
+    x, w1, b1, w2, b2 = params
+    b1 = torch.full_like(b1, -1e3)  # s1 < 0 everywhere
+    (_, gm), (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
+    for name in ("w1", "b1", "w2", "x"):
+        assert (gm[name] == 0).all(), name
+        assert torch.equal(gm[name], gr[name]), name
+    assert (gm["b2"] != 0).any()
+    assert_grads_match(gm, gr)
+
+
+def test_logits_of_magnitude_1e4_give_finite_loss_and_reference_gradients():
+    *params, y = random_inputs(8, 6, 5, 4, seed=10, dtype=torch.float32)
+    x, w1, b1, w2, b2 = params
+    w2 = w2 * 1e4
+    s2 = two_layer_net(x, w1, b1, w2, b2)
+    assert s2.abs().max() > 1e4  # exp(1e4) overflows float32 unless the row max is subtracted
+    (loss_m, gm), (loss_r, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
+    assert torch.isfinite(loss_m) and loss_m > 100
+    assert_loss_close(loss_m, loss_r, s2)
+    assert_grads_match(gm, gr)
+
+
+def test_non_contiguous_x_gives_reference_gradients():
+    *params, y = random_inputs(6, 8, 5, 3, seed=11, dtype=torch.float32)
+    x, w1, b1, w2, b2 = params
+    for x_nc in (x.T.contiguous().T, torch.repeat_interleave(x, 2, dim=1)[:, ::2]):
+        assert not x_nc.is_contiguous() and torch.equal(x_nc, x)
+        model = model_with(w1, b1, w2, b2)
+        loss = model.loss(x_nc, y)
+        loss.backward()
+        (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y, x_grad=False)[1]
+        assert_grads_match({name: getattr(model, name).grad for name in NAMES}, gr)
+
+
+def test_non_contiguous_and_expanded_incoming_gradients_give_reference_gradients():
+    *params, _ = random_inputs(6, 8, 5, 3, seed=12, dtype=torch.float32)
+    for g in (torch.randn(3, 6).T, torch.ones(1, 1).expand(6, 3), torch.randn(6, 6)[:, ::2]):
+        assert not g.is_contiguous()
+        inputs, inputs_ref = leaves(*params), leaves(*params)
+        got = torch.autograd.grad(two_layer_net(*inputs), inputs, g)
+        x, w1, b1, w2, b2 = inputs_ref
+        want = torch.autograd.grad(F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2), inputs_ref, g)
+        for name, a, b in zip(("x", *NAMES), got, want, strict=True):
+            assert_rel_close(name, a, b)
+
+
+def test_incoming_gradient_on_the_loss_scales_every_gradient():
+    *params, y = random_inputs(5, 4, 3, 3, seed=13)
+    inputs = leaves(*params)
+    g1 = torch.autograd.grad(loss_fn(y)(*inputs), inputs)
+    g3 = torch.autograd.grad(loss_fn(y)(*inputs) * -3.0, inputs)
+    for a, b in zip(g1, g3, strict=True):
+        torch.testing.assert_close(b, -3.0 * a, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 4, 3), (6, 5, 1, 3), (1, 1, 1, 2)], ids=["N=1", "H=1", "N=D=H=1"])
+def test_float32_gradients_match_reference_at_degenerate_shapes(shape):
+    *params, y = random_inputs(*shape, seed=14, dtype=torch.float32, margin=1e-2)
+    (_, gm), (_, gr) = manual_and_reference(*params, y)
+    assert_grads_match(gm, gr)
+
+
+def test_gradients_of_gradients_match_reference_in_float32():
+    # Double backward against autograd's: the gradient of |dL/dw1|^2 with respect to every input.
+    *params, y = random_inputs(5, 6, 4, 3, seed=15, dtype=torch.float32)
+    inputs, inputs_ref = leaves(*params), leaves(*params)
+
+    def ggrads(loss, ins):
+        dw1 = torch.autograd.grad(loss, ins[1], create_graph=True)[0]
+        return torch.autograd.grad(dw1.square().sum(), ins)
+
+    got = ggrads(loss_fn(y)(*inputs), inputs)
+    x, w1, b1, w2, b2 = inputs_ref
+    want = ggrads(F.cross_entropy(F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2), y), inputs_ref)
+    for name, a, b in zip(("x", *NAMES), got, want, strict=True):
+        assert_rel_close(name, a, b, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------ only the work that was asked for is done
+
+
+class CountMatmuls(TorchDispatchMode):
+    """Counts the matrix products (aten mm/addmm/bmm) run while active, backward included."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def backward_matmuls(requires: set[str]) -> tuple[int, dict]:
+    """Matrix products run by backward of the loss when only the inputs named in `requires` need a gradient."""
+    *params, y = random_inputs(4, 5, 3, 2, seed=16, dtype=torch.float32)
+    inputs = dict(zip(("x", *NAMES), params, strict=True))
+    inputs = {k: v.requires_grad_(k in requires) for k, v in inputs.items()}
+    loss = softmax_cross_entropy(two_layer_net(*inputs.values()), y)
+    with CountMatmuls() as counter:
+        loss.backward()
+    return counter.count, {k: v.grad for k, v in inputs.items()}
+
+
+def test_backward_computes_dx_only_when_x_requires_grad():
+    with_x, grads = backward_matmuls({"x", "w1", "b1", "w2", "b2"})
+    assert grads["x"] is not None
+    without_x, grads = backward_matmuls({"w1", "b1", "w2", "b2"})
+    assert grads["x"] is None
+    # dW2 = X2^T dS2, dX2 = dS2 W2^T, dW1 = X^T dS1, and dX = dS1 W1^T only when asked for.
+    assert (with_x, without_x) == (4, 3)
+
+
+def test_backward_skips_the_first_layer_when_only_the_second_needs_gradients():
+    count, grads = backward_matmuls({"w2", "b2"})
+    assert grads["w2"] is not None and grads["w1"] is None and grads["x"] is None
+    assert count == 1  # dW2 = X2^T dS2 only: no dX2, no dS1
+
+
+def saved_by_net(x_requires_grad: bool, w1_requires_grad: bool = True) -> list[torch.Tensor]:
+    """The tensors TwoLayerNetFn saves for backward, seen through saved_tensors_hooks."""
+    *params, _ = random_inputs(4, 5, 3, 2, seed=17, dtype=torch.float32)
+    x, w1, b1, w2, b2 = params
+    x.requires_grad_(x_requires_grad)
+    w1.requires_grad_(w1_requires_grad)
+    b1.requires_grad_(True)
+    w2.requires_grad_(True)
+    b2.requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        s2, x2 = TwoLayerNetFn.apply(x, w1, b1, w2, b2)
+    return saved, (x, w1, w2, x2)
+
+
+def test_net_function_saves_w1_only_when_x_requires_grad_and_x_only_when_w1_does():
+    def ptrs(tensors):
+        return sorted(t.data_ptr() for t in tensors)
+
+    saved, (x, w1, w2, x2) = saved_by_net(x_requires_grad=False)
+    assert ptrs(saved) == ptrs((x, w2, x2))
+    saved, (x, w1, w2, x2) = saved_by_net(x_requires_grad=True)
+    assert ptrs(saved) == ptrs((x, w1, w2, x2))
+    saved, (x, w1, w2, x2) = saved_by_net(x_requires_grad=False, w1_requires_grad=False)
+    assert ptrs(saved) == ptrs((w2, x2))
+
+
+# ------------------------------------------------------------------------------------------------------ the module
+
+
+def test_module_with_same_seed_has_same_weights_and_different_seed_different_weights():
+    a, b, c = (TwoLayerNet(30, 8, 4, seed=s) for s in (5, 5, 6))
+    for name in NAMES:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.w1, c.w1) and not torch.equal(a.w2, c.w2)
+
+
+def test_module_seed_does_not_depend_on_dtype_beyond_rounding():
+    a = TwoLayerNet(30, 8, 4, seed=5)
+    b = TwoLayerNet(30, 8, 4, seed=5, dtype=torch.float64)
+    assert torch.equal(a.w1, b.w1.float()) and torch.equal(a.w2, b.w2.float())
+
+
+def test_module_flattens_images_to_rows():
+    model = TwoLayerNet(3 * 32 * 32, 16, 10, seed=0)
+    x = torch.randn(5, 3, 32, 32)
+    s2 = model(x)
+    assert s2.shape == (5, 10)
+    assert torch.equal(s2, model(x.reshape(5, -1)))
+
+
+def test_module_initialisation_statistics_are_as_documented():
+    d, h, c = 3072, 100, 10
+    model = TwoLayerNet(d, h, c, seed=0)
+    # The sample std of n normal draws has relative standard error 1/sqrt(2n): 0.13% for w1, 2.2% for w2.
+    assert model.w1.std().item() == pytest.approx(math.sqrt(2 / d), rel=0.01)
+    assert abs(model.w1.mean().item()) < 5 * math.sqrt(2 / d) / math.sqrt(d * h)
+    assert model.w2.std().item() == pytest.approx(math.sqrt(1 / h), rel=0.12)
+    assert (model.b1 == 0).all() and (model.b2 == 0).all()
+
+
+def test_reference_computes_the_same_function_as_the_module():
+    model = TwoLayerNet(3 * 8 * 8, 12, 5, seed=1)
+    ref = reference_from(model)
+    x = torch.randn(7, 3, 8, 8)
+    assert_rel_close("s2", model(x), ref(x), rtol=1e-6)
+
+
+def test_copy_from_reference_round_trip_gives_identical_outputs():
+    model = TwoLayerNet(20, 6, 3, seed=2)
+    ref = reference_from(model)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p))  # the reference moves on (as in training)...
+    other = TwoLayerNet(20, 6, 3, seed=3)
+    copy_from_reference(ref, other)  # ...and is copied back
+    x = torch.randn(9, 20)
+    assert_rel_close("s2", other(x), ref(x), rtol=1e-6)
+    back = reference_from(other)
+    copy_to_reference(other, back)
+    for p, q in zip(ref.parameters(), back.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.equal(back(x), ref(x))
