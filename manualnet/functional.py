@@ -112,6 +112,17 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     return None
 
 
+def _as_intermediates(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Under torch.compile, views of the tensors (free once compiled); otherwise the tensors themselves.
+
+    Dynamo inlines a Function's forward, and so differentiates it with autograd instead of running our backward,
+    when its inputs are the very inputs of a torch.func.grad (pytorch #193279); a view makes them intermediates.
+    """
+    if torch.compiler.is_compiling():
+        return tuple(t.view_as(t) for t in tensors)
+    return tensors
+
+
 def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
     """Class scores s2 = max(0, x @ w1 + b1) @ w2 + b2 for x (N,D), w1 (D,H), b1 (H,), w2 (H,C), b2 (C,).
 
@@ -123,9 +134,9 @@ def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> 
     if cast is not None:
         x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
         with torch.autocast(x.device.type, enabled=False):
-            s2, _ = TwoLayerNetFn.apply(x, w1, b1, w2, b2)
+            s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
         return s2
-    s2, _ = TwoLayerNetFn.apply(x, w1, b1, w2, b2)
+    s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
     return s2
 
 
@@ -138,5 +149,7 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
     check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
     if _autocast_dtype(s2) is not None:
         with torch.autocast(s2.device.type, enabled=False):
-            return SoftmaxCrossEntropyFn.apply(s2.float() if s2.dtype != torch.float64 else s2, y)
+            (s2,) = _as_intermediates(s2.float() if s2.dtype != torch.float64 else s2)
+            return SoftmaxCrossEntropyFn.apply(s2, y)
+    (s2,) = _as_intermediates(s2)
     return SoftmaxCrossEntropyFn.apply(s2, y)
