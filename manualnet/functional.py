@@ -107,7 +107,7 @@ class SoftmaxCrossEntropyFn(torch.autograd.Function):
 def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The dtype autocast would give a matmul on x's device, or None when autocast is off there."""
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return None
 
