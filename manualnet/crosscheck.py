@@ -32,7 +32,14 @@ def compare(name: str, manual: Tensor, reference: Tensor) -> GradDiff:
     max_abs = (a - b).abs().max().item()
     scale = b.abs().max().item()
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    return GradDiff(name, max_abs, max_rel, torch.equal(manual, reference))
+    # torch.equal compares values after type promotion and takes -0.0 == 0.0: bitwise also needs the same dtype and
+    # the same sign bits.
+    bitwise = (
+        manual.dtype == reference.dtype
+        and torch.equal(manual, reference)
+        and torch.equal(manual.signbit(), reference.signbit())
+    )
+    return GradDiff(name, max_abs, max_rel, bitwise)
 
 
 def compare_all(manual: dict[str, Tensor], reference: dict[str, Tensor]) -> list[GradDiff]:
