@@ -1,0 +1,119 @@
+"""The gradient comparison tools catch what they claim to: crosscheck.compare, scripts/gradient_report.py and
+scripts/crosscheck_train.py."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from manualnet.crosscheck import compare, compare_all, format_table
+from manualnet.functional import TwoLayerNetFn
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def wrong_dw1(monkeypatch):
+    """Make the hand-written backward return dW1 off by 1e-3 of itself."""
+    backward = TwoLayerNetFn.backward
+
+    def off(ctx, ds2, dx2_out):
+        dx, dw1, db1, dw2, db2 = backward(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
+
+    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(off))
+
+
+# ------------------------------------------------------------------------------------------------------ compare
+
+
+def test_compare_measures_error_relative_to_the_reference_largest_magnitude():
+    ref = torch.tensor([[4.0, -2.0], [0.5, 0.0]])
+    wrong = ref.clone()
+    wrong[1, 1] = 0.01  # an error of 0.01 where the reference is 0: relative to max |ref| = 4, not to 0
+    d = compare("w", wrong, ref)
+    assert d.max_abs == pytest.approx(0.01) and d.max_rel == pytest.approx(0.01 / 4)
+    assert not d.bitwise and not d.within(1e-3) and d.within(1e-2)
+
+
+def test_compare_detects_a_deliberately_wrong_gradient():
+    ref = torch.randn(5, 3, dtype=torch.float64)
+    d = compare("w1", ref * 1.0001, ref)
+    assert d.max_rel == pytest.approx(1e-4, rel=1e-6) and not d.within(1e-5) and not d.bitwise
+
+
+def test_compare_reports_bitwise_equality_only_for_identical_bits():
+    a = torch.randn(4, 4)
+    assert compare("a", a.clone(), a).bitwise
+    assert compare("a", a.T.contiguous().T, a).bitwise  # layout does not matter, bits do
+    one_ulp = torch.nextafter(a, torch.full_like(a, float("inf")))
+    d = compare("a", one_ulp, a)
+    assert not d.bitwise and 0 < d.max_rel < 1e-6
+    assert not compare("a", a.double(), a).bitwise  # same values, different dtype
+    assert not compare("z", torch.tensor([-0.0]), torch.tensor([0.0])).bitwise  # equal values, different bits
+
+
+def test_compare_flags_nan_as_out_of_any_tolerance():
+    ref = torch.ones(3)
+    d = compare("b1", torch.tensor([1.0, float("nan"), 1.0]), ref)
+    assert not d.within(1e10) and not d.bitwise
+
+
+def test_compare_of_two_zero_gradients_is_exact():
+    d = compare("w1", torch.zeros(3, 2), torch.zeros(3, 2))
+    assert d.max_abs == 0 and d.max_rel == 0 and d.bitwise and d.within(0)
+
+
+def test_compare_rejects_shape_mismatch_naming_the_gradient():
+    with pytest.raises(ValueError, match=r"^w2: expected the reference's shape \(3, 2\), got \(2, 3\)"):
+        compare("w2", torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+def test_compare_all_and_format_table_give_one_row_per_parameter():
+    ref = {"w1": torch.ones(2, 2), "b1": torch.ones(2)}
+    diffs = compare_all({"b1": torch.ones(2), "w1": torch.ones(2, 2) * 2}, ref)
+    assert [d.name for d in diffs] == ["w1", "b1"]
+    table = format_table(diffs, title="cpu, float32")
+    assert table.splitlines()[0] == "### cpu, float32"
+    assert "| w1 | 1.000e+00 | 1.000e+00 | no |" in table and "| b1 | 0.000e+00 | 0.000e+00 | yes |" in table
+
+
+# ---------------------------------------------------------------------------------------- scripts/gradient_report
+
+
+TINY = ["--n", "6", "--d", "12", "--hidden", "5", "--classes", "3", "--seed", "1"]
+
+
+def test_gradient_report_passes_and_prints_a_table_per_device_and_mode(capsys):
+    report = load_script("gradient_report")
+    assert report.main(TINY) == 0
+    out = capsys.readouterr().out
+    for mode in ("float64", "float32", "bf16 autocast"):
+        assert f"### cpu, {mode} (tolerance: max rel err <= {report.TOLERANCES[mode]:g})" in out
+    assert out.count("| param | max abs err | max rel err | bitwise equal |") == len(report.cases())
+    assert "| w1 |" in out and "| x |" in out
+    assert out.rstrip().endswith("result: all gradients within tolerance")
+
+
+def test_gradient_report_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
+    report = load_script("gradient_report")
+    assert report.main(TINY) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: w1" in out and "result: FAIL (cpu float64 w1; cpu float32 w1" in out
+
+
+def test_gradient_report_rejects_sizes_below_1(capsys):
+    report = load_script("gradient_report")
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--hidden", "0"])
+    assert exit_info.value.code == 2
+    assert "--hidden: expected an integer >= 1, got 0" in capsys.readouterr().err
