@@ -117,3 +117,32 @@ def test_gradient_report_rejects_sizes_below_1(capsys):
         report.main(["--hidden", "0"])
     assert exit_info.value.code == 2
     assert "--hidden: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- scripts/crosscheck_train
+
+TINY_TRAINING = ["--train-size", "500", "--epochs", "2", "--hidden", "8", "--batch-size", "50", "--lr", "0.05"]
+
+
+def test_crosscheck_train_keeps_both_implementations_together(capsys):
+    train = load_script("crosscheck_train")
+    assert train.main(TINY_TRAINING) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2  # one row per epoch
+    drifts = [float(cell) for cell in rows[-1].strip("|").split("|")[2:]]
+    assert len(drifts) == 5 and max(drifts) < 1e-5  # loss and w1, b1, w2, b2
+    assert "test accuracy: manual " in out and out.rstrip().splitlines()[-1].startswith("result: ok")
+
+
+def test_crosscheck_train_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
+    train = load_script("crosscheck_train")
+    assert train.main(TINY_TRAINING) == 1
+    assert "result: FAIL" in capsys.readouterr().out
+
+
+def test_crosscheck_train_reports_bad_options_in_one_line(capsys):
+    train = load_script("crosscheck_train")
+    assert train.main(["--dataset", "imagenet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: dataset: expected one of") and "'imagenet'" in err and "\n" not in err
