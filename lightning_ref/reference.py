@@ -11,12 +11,15 @@ def reference_from(model: TwoLayerNet) -> nn.Sequential:
 
     nn.Linear stores weight as (out, in), so its weights are w1^T (H,D) and w2^T (C,H).
     """
+    # skip_init: the weights are copied in below, so nn.Linear's own init (which would draw from the global RNG and
+    # change what the training run draws next) is skipped.
+    kw = {"device": model.w1.device, "dtype": model.w1.dtype}
     ref = nn.Sequential(
         nn.Flatten(),
-        nn.Linear(model.in_features, model.hidden),
+        nn.utils.skip_init(nn.Linear, model.in_features, model.hidden, **kw),
         nn.ReLU(),
-        nn.Linear(model.hidden, model.num_classes),
-    ).to(device=model.w1.device, dtype=model.w1.dtype)
+        nn.utils.skip_init(nn.Linear, model.hidden, model.num_classes, **kw),
+    )
     copy_to_reference(model, ref)
     return ref
 
