@@ -466,3 +466,12 @@ def test_copy_from_reference_round_trip_gives_identical_outputs():
     for p, q in zip(ref.parameters(), back.parameters(), strict=True):
         assert torch.equal(p, q)
     assert torch.equal(back(x), ref(x))
+
+
+def test_building_a_reference_does_not_draw_from_the_global_rng():
+    model = TwoLayerNet(20, 6, 3, seed=2)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    reference_from(model)
+    assert torch.equal(torch.rand(3), expected)
