@@ -256,9 +256,9 @@ class ImageDataModule(L.LightningDataModule):
             )
             self.mean, self.std = _channel_stats(self.x_train)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if device.type == "cuda":
-            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-                setattr(self, name, getattr(self, name).to(device))
+        device = device if device.type == "cuda" else torch.device("cpu")
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            setattr(self, name, getattr(self, name).to(device))
 
     def train_dataloader(self) -> TensorBatches:
         """Shuffled, augmented batches of batch_size; under DDP this rank's share of each global batch."""
@@ -334,7 +334,9 @@ class ImageDataModule(L.LightningDataModule):
             if download:
                 reason = f"could not be downloaded ({' '.join(str(e).split())})"
             else:
-                reason = "download=False" if not self.download else "setup() does not download: call prepare_data()"
+                reason = "downloads are off (download=False)"
+                if self.download:
+                    reason = "setup() does not download (call prepare_data() first)"
             raise DataMissingError(
                 f"{self.spec.name} not found or incomplete at {self._folder()} and {reason}: "
                 f"{self._how_to_get()}, or point root (--data.root) at a folder that has it"

@@ -1,0 +1,136 @@
+"""Shared fixtures: small fake data sets written in each data set's real on-disk format, as torchvision reads them.
+
+Fixtures (each returns the data root to pass as ImageDataModule(root=...), with download=False):
+
+    fake_cifar10          600 train (data_batch_1..5, 120 each) + 200 test images, 10 classes, in
+                          root/cifar-10-batches-py. Each class has its own mean colour plus noise, so a model can
+                          learn it. torchvision's md5 table does not know these files: for the test's duration the
+                          fixture patches torchvision.datasets.cifar.check_integrity to an existence check.
+    fake_cifar10_cached   the same, with the module's cache (root/manualnet-cache) already built, so that code in a
+                          subprocess (CLI, DDP), which does not inherit the patch, loads the cache and never asks
+                          torchvision, as long as the source files are left untouched.
+    fake_cifar100         root/cifar-100-python/{train,test,meta}: 300 train + 100 test, 100 fine classes.
+    fake_mnist            root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (uncompressed): 300 + 100.
+    fake_fashion_mnist    the same under root/FashionMNIST/raw.
+
+The writers (write_cifar, write_mnist) and fake_images are plain functions, importable as `from conftest import ...`
+for tests that need their own images (a known pixel, images that encode their index).
+"""
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision.datasets.cifar
+
+
+def fake_images(n: int, shape: tuple[int, int, int], num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n,C,H,W) and int64 labels (n,): each class a mean colour (per channel) plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(40, 215, size=(num_classes, shape[0], 1, 1))
+    y = rng.integers(0, num_classes, size=n)
+    x = colours[y] + rng.normal(0, 30, size=(n, *shape))
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def write_cifar(root: Path, x_train, y_train, x_test, y_test, *, hundred: bool = False) -> Path:
+    """Write CIFAR-10 (root/cifar-10-batches-py: data_batch_1..5, test_batch, batches.meta) or, with `hundred`,
+    CIFAR-100 (root/cifar-100-python: train, test, meta) as torchvision reads them: pickled dicts with str keys,
+    `data` uint8 (N, 3072) holding each image's 1024 R, then 1024 G, then 1024 B values, row-major."""
+    folder = Path(root, "cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, obj: dict) -> None:
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+    def batch(x, y, label: str) -> dict:
+        x = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), 3 * 32 * 32)  # (N,3,32,32) -> R|G|B planes
+        names = [f"img_{i}.png" for i in range(len(x))]
+        if hundred:
+            return {
+                "batch_label": label,
+                "fine_labels": [int(v) for v in y],
+                "coarse_labels": [int(v) // 5 for v in y],
+                "data": x,
+                "filenames": names,
+            }
+        return {"batch_label": label, "labels": [int(v) for v in y], "data": x, "filenames": names}
+
+    if hundred:
+        dump("train", batch(x_train, y_train, "training batch 1 of 1"))
+        dump("test", batch(x_test, y_test, "testing batch 1 of 1"))
+        dump(
+            "meta",
+            {
+                "fine_label_names": [f"fine_{i}" for i in range(100)],
+                "coarse_label_names": [f"coarse_{i}" for i in range(20)],
+            },
+        )
+    else:
+        for i, (xb, yb) in enumerate(zip(np.array_split(x_train, 5), np.array_split(y_train, 5), strict=True), start=1):
+            dump(f"data_batch_{i}", batch(xb, yb, f"training batch {i} of 5"))
+        dump("test_batch", batch(x_test, y_test, "testing batch 1 of 1"))
+        meta = {"label_names": [f"class_{i}" for i in range(10)], "num_cases_per_batch": len(x_train) // 5}
+        dump("batches.meta", {**meta, "num_vis": 3072})
+    return Path(root)
+
+
+def write_mnist(root: Path, folder: str, x_train, y_train, x_test, y_test) -> Path:
+    """Write root/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (folder "MNIST" or "FashionMNIST"),
+    uncompressed idx files: big-endian magic (0x0803 images, 0x0801 labels), sizes, then the uint8 values."""
+    raw = Path(root, folder, "raw")
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        x = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), 28, 28)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 0x0803, len(x), 28, 28) + x.tobytes())
+        y = np.asarray(y, dtype=np.uint8)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 0x0801, len(y)) + y.tobytes())
+    return Path(root)
+
+
+@pytest.fixture
+def cifar_checksums_off(monkeypatch):
+    """torchvision's CIFAR md5 table does not know fake files: accept any file that exists (torchvision's own tests
+    patch the same name)."""
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path, cifar_checksums_off) -> Path:
+    """Root of a 600 + 200 image CIFAR-10 in torchvision's layout (see the module docstring)."""
+    x, y = fake_images(800, (3, 32, 32), 10, seed=10)
+    return write_cifar(tmp_path / "data", x[:600], y[:600], x[600:], y[600:])
+
+
+@pytest.fixture
+def fake_cifar10_cached(fake_cifar10) -> Path:
+    """fake_cifar10 with the cache built, for code that runs in a subprocess (see the module docstring)."""
+    from lightning_ref.data import ImageDataModule
+
+    ImageDataModule("cifar10", root=str(fake_cifar10), download=False).prepare_data()
+    return fake_cifar10
+
+
+@pytest.fixture
+def fake_cifar100(tmp_path, cifar_checksums_off) -> Path:
+    """Root of a 300 + 100 image CIFAR-100 (100 fine classes) in torchvision's layout."""
+    x, y = fake_images(400, (3, 32, 32), 100, seed=100)
+    return write_cifar(tmp_path / "data", x[:300], y[:300], x[300:], y[300:], hundred=True)
+
+
+@pytest.fixture
+def fake_mnist(tmp_path) -> Path:
+    """Root of a 300 + 100 image MNIST in torchvision's raw layout."""
+    x, y = fake_images(400, (1, 28, 28), 10, seed=1)
+    return write_mnist(tmp_path / "data", "MNIST", x[:300], y[:300], x[300:], y[300:])
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path) -> Path:
+    """Root of a 300 + 100 image Fashion-MNIST in torchvision's raw layout."""
+    x, y = fake_images(400, (1, 28, 28), 10, seed=2)
+    return write_mnist(tmp_path / "data", "FashionMNIST", x[:300], y[:300], x[300:], y[300:])
