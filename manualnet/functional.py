@@ -27,7 +27,9 @@ class TwoLayerNetFn(torch.autograd.Function):
     def forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
         s1 = torch.addmm(b1, x, w1)  # s1 = x w1 + b1     (N,D)@(D,H) -> (N,H)
         x2 = s1.clamp_min(0)  # x2 = max(0, s1)         (N,H)
-        s2 = torch.addmm(b2, x2, w2)  # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C)
+        # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C). w2 is read through a column-major copy (H*C values, cheap):
+        # with C small, the CPU matmul is about 2x faster that way than on row-major (H,C) (docs/performance.md).
+        s2 = torch.addmm(b2, x2, w2.T.contiguous().T)
         # x2 is returned as a second output so that it can be saved as an output: saved intermediates would be
         # constants to double backward and invisible to torch.func.
         return s2, x2
@@ -53,7 +55,9 @@ class TwoLayerNetFn(torch.autograd.Function):
         dx = dw1 = db1 = dw2 = db2 = None
         if ds2 is not None:
             if need_w2:
-                dw2 = x2.T @ ds2  # dW2 = X2^T dS2     (H,N)@(N,C) -> (H,C)
+                # dW2 = X2^T dS2   (H,N)@(N,C) -> (H,C), computed as (dS2^T X2)^T: with C small, the CPU matmul is
+                # about 4x faster in that order; the transpose is copied back to w2's contiguous layout.
+                dw2 = (ds2.T @ x2).T.contiguous()
             if need_b2:
                 db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
         if not (need_x or need_w1 or need_b1):
@@ -64,7 +68,10 @@ class TwoLayerNetFn(torch.autograd.Function):
             dx2 = dx2_s2 if dx2 is None else dx2 + dx2_s2
         if dx2 is None:
             return dx, dw1, db1, dw2, db2
-        ds1 = dx2 * (x2 > 0)  # dS1 = dX2 * [S1 > 0]   (N,H); the kink s1 == 0 gets 0, as torch's ReLU
+        # dS1 = dX2 * [S1 > 0] = dX2 * [X2 > 0]   (N,H); the kink s1 == 0 gets 0, as torch's ReLU. threshold_backward
+        # is exactly this mask-and-multiply in one pass (differentiable in dX2 for double backward); written as
+        # dx2 * (x2 > 0) the bool-times-float product takes a slow casting loop, 3-5x slower on CPU.
+        ds1 = torch.ops.aten.threshold_backward(dx2, x2, 0)
         if need_w1:
             dw1 = x.T @ ds1  # dW1 = X^T dS1          (D,N)@(N,H) -> (D,H)
         if need_b1:
