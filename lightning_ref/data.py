@@ -178,7 +178,9 @@ class ImageDataModule(L.LightningDataModule):
     `val_size` images, chosen by `seed`, are held out of the training set for validation. Batches are TensorBatches:
     training batches shuffled and augmented from (seed, epoch), the epoch taken from the attached trainer's
     current_epoch, else from set_epoch(); with `augment`, a random crop of the 4-pixel zero-padded image and (not for
-    MNIST digits) a horizontal flip. The last incomplete training batch is dropped; evaluation keeps every sample.
+    MNIST digits) a horizontal flip. The last incomplete training batch is dropped (every step has the full batch);
+    evaluation keeps every sample, and under DDP every rank evaluates the whole split (exact metrics with no padded
+    duplicates; cheap next to training). val_size=0 turns validation off.
     "synthetic": CIFAR-shaped images of 10 classes (class colour patterns plus noise), `synthetic_train` for training
     (validation included) and `synthetic_test` for testing, generated from `seed`.
     """
