@@ -117,9 +117,9 @@ class ManualNetCLI(LightningCLI):
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
         train_loss = _number(trainer.callback_metrics.get("train_loss_epoch"))  # test() replaces callback_metrics
         tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        run_dir = Path(trainer.log_dir)  # on every rank: under DDP, log_dir is a broadcast from rank 0
         if not trainer.is_global_zero:
             return
-        run_dir = Path(trainer.log_dir)
         hp, rec = self.model.hparams, self.recorder
         cross = next((c for c in trainer.callbacks if isinstance(c, GradientCrossCheck)), None)
         epochs = trainer.current_epoch  # epochs completed by this fit, counting the resumed-from ones

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ref.reference import reference_from
@@ -89,6 +90,7 @@ class TwoLayerClassifier(L.LightningModule):
         net = TwoLayerNet(math.prod(input_shape), hidden, num_classes, seed=seed)
         self.net = net if impl == "manual" else reference_from(net)
 
+        self.train_loss = MeanMetric()  # the epoch's mean training loss, over all ranks
         # One accuracy per split (torchmetrics keeps each split's running counts apart and syncs them under DDP).
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -118,8 +120,10 @@ class TwoLayerClassifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss, s2 = self.loss_and_scores(x, y)
+        self.train_loss(loss)
         self.train_acc(s2, y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train_loss_step", loss, prog_bar=True)  # this rank's batch: no sync in the step
+        self.log("train_loss_epoch", self.train_loss, on_step=False, on_epoch=True)  # synced once, at epoch end
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

@@ -1,0 +1,62 @@
+"""DDP through Lightning: 2 CPU processes (gloo) with per-process batch B/2 end with the weights of one process with
+batch B, within float32 tolerance; and the hand-written backward gives DDP the gradient layout its buckets need.
+
+data.batch_size is per process (Lightning's convention): the global batch is batch_size * devices * num_nodes.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from manualnet import TwoLayerNet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit(root: Path, cwd: Path, *extra: str) -> Path:
+    """scripts/train.py fit on the fake CIFAR-10, 2 epochs, hidden 16; returns the run's last.ckpt."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "fit", "--data.dataset", "cifar10"]
+    cmd += ["--data.root", str(root), "--data.download", "false", "--data.val_size", "100", "--model.hidden", "16"]
+    cmd += ["--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run(cmd + list(extra), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = Path(cwd, proc.stdout.strip().splitlines()[-1].removeprefix("metrics: "))
+    return metrics.parent / "checkpoints" / "last.ckpt"
+
+
+def test_ddp_on_two_processes_ends_with_the_weights_of_one_process_with_the_same_global_batch(
+    fake_cifar10_cached, tmp_path
+):
+    ddp = fit(fake_cifar10_cached, tmp_path, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+              "--data.batch_size", "50")  # fmt: skip
+    single = fit(fake_cifar10_cached, tmp_path, "--trainer.devices", "1", "--data.batch_size", "100")
+    a = torch.load(ddp, weights_only=True)
+    b = torch.load(single, weights_only=True)
+    assert a["global_step"] == b["global_step"] == 10  # 500 images / global batch 100, 2 epochs
+    init = TwoLayerNet(3072, 16, 10, seed=0)
+    for name, w in a["state_dict"].items():
+        torch.testing.assert_close(w, b["state_dict"][name], rtol=1e-5, atol=1e-6)
+        moved = (w - getattr(init, name.removeprefix("net."))).abs().max().item()
+        assert moved > 1e-3, name  # training moved the weights far more than the tolerance
+
+
+def test_manual_gradients_are_contiguous_with_the_parameters_strides_even_for_a_strided_upstream_gradient():
+    net = TwoLayerNet(12, 5, 3, seed=0)
+    x = torch.randn(8, 12)
+    s2 = net(x)
+    ds2 = torch.randn(3, 8).T  # non-contiguous incoming gradient
+    s2.backward(ds2)
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.is_contiguous() and p.grad.stride() == p.stride(), name
