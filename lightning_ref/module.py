@@ -6,8 +6,8 @@ nn.Sequential(Flatten, Linear, ReLU, Linear) reference with F.cross_entropy. Bot
 weights, so two runs with the same seed and data differ only in the backward pass.
 
 The learning rate follows a schedule stepped after every optimizer step (not every epoch), over
-trainer.estimated_stepping_batches steps: "onecycle" (linear-cosine warm-up to lr over the first 15% of steps, then
-cosine down to lr/1e5) or "cosine" (cosine from lr down to 0).
+trainer.estimated_stepping_batches steps: "onecycle" (cosine warm-up from lr/25 to lr over the first 15% of the steps,
+then cosine down to lr/2.5e5) or "cosine" (cosine from lr down to 0). A resumed fit continues the checkpoint's schedule.
 """
 
 import math
