@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
@@ -32,6 +33,7 @@ def plot_curves(metrics_csv: str | Path, png: str | Path) -> None:
             if epochs:
                 ax.plot(epochs, values, marker="o", markersize=3, label=key.removesuffix("_epoch"))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
