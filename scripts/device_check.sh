@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The GPU device check, one command, under 5 minutes on an H100/H200 (docs/performance.md):
+#
+#   bash scripts/device_check.sh                 # on the GPU machine; results in $OUT, else runs/device_check/
+#   bash scripts/device_check.sh --cpu-dry-run   # the same steps, tiny and on the CPU, to check the script itself
+#
+# Steps, each with its own time limit, log and exit status (a failing step does not stop the others):
+#   env        nvidia-smi, python, torch, CUDA and the packages found
+#   tests      the CUDA tests: pytest -k cuda (files that need jsonargparse are left out when it is absent)
+#   gradients  scripts/gradient_report.py: float32, float64, bf16 and fp16 autocast, on CPU and CUDA
+#   benchmark  scripts/benchmark.py --quick: step times by CUDA events with TF32 off and on, peak memory, the
+#              GEMM floor, the epoch comparison; the GPU goals are judged at the end of benchmark.md
+#   train      5 epochs of the Lightning fit on generated CIFAR-sized data (50,000 training images, H=512), timed
+#              per epoch, through the Trainer API (scripts/benchmark.py --fit-epochs: works without jsonargparse);
+#              and, where jsonargparse is importable, the same through the CLI (scripts/train.py fit)
+# summary.md lists each step's status and time and the goal tables; the exit status is 1 when any step failed.
+#
+# Python: the system python3 when it imports torch (the GPU machine's own), else .venv/bin/python. The project is not
+# pip-installed there: PYTHONPATH holds the repository root. A wheels/ folder in the repository (or $WHEELS) holding
+# jsonargparse and its dependencies is installed into a temporary folder on PYTHONPATH when jsonargparse is missing
+# (make one where there is network: pip download --dest wheels 'jsonargparse[signatures]>=4.27').
+set -uo pipefail
+
+DRY=0
+for arg in "$@"; do
+    case "$arg" in
+        --cpu-dry-run) DRY=1 ;;
+        -h | --help)
+            sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "device_check.sh: unknown argument '$arg' (expected --cpu-dry-run or --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 2
+DEST="${OUT:-$ROOT/runs/device_check}"
+mkdir -p "$DEST" || exit 2
+DEST="$(cd "$DEST" && pwd)"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+if python3 -c "import torch" >/dev/null 2>&1; then
+    PY=python3
+elif [ -x "$ROOT/.venv/bin/python" ]; then
+    PY="$ROOT/.venv/bin/python"
+else
+    echo "device_check.sh: no python with torch (tried python3 and .venv/bin/python)" >&2
+    exit 2
+fi
+
+if ! "$PY" -c "import jsonargparse" >/dev/null 2>&1; then
+    WHEELS="${WHEELS:-$ROOT/wheels}"
+    if [ -d "$WHEELS" ]; then
+        SITE="$(mktemp -d)"
+        if "$PY" -m pip install -q --no-index --find-links "$WHEELS" --target "$SITE" 'jsonargparse[signatures]' \
+            >"$DEST/wheels.log" 2>&1; then
+            export PYTHONPATH="$PYTHONPATH:$SITE"
+        fi
+    fi
+fi
+HAVE_JSONARGPARSE=0
+"$PY" -c "import jsonargparse" >/dev/null 2>&1 && HAVE_JSONARGPARSE=1
+
+if [ "$DRY" = 1 ]; then
+    DEVICE=cpu
+    BENCH_ARGS=(--shapes "32,48,16,10" --reps 2 --warmup 1 --epoch-images 1024 --epoch-hidden 16 --dataloader-batches 2)
+    FIT_ARGS=(--fit-epochs 2 --epoch-images 1024 --epoch-hidden 16)
+    CLI_DATA=(--data.synthetic_train 1536 --data.synthetic_test 256 --data.val_size 512 --model.hidden 16)
+    EPOCHS=2
+    LIMIT=(120 120 300 300 300) # seconds: tests, gradients, benchmark, train, cli_train
+else
+    DEVICE=cuda
+    # --quick: H=512 and H=2048 (the goal shapes), TF32 off and on; more repetitions, as GPU steps are short.
+    BENCH_ARGS=(--quick --reps 50 --warmup 5)
+    FIT_ARGS=(--fit-epochs 5 --epoch-images 50000 --epoch-hidden 512)
+    CLI_DATA=(--data.synthetic_train 55000 --data.val_size 5000 --model.hidden 512)
+    EPOCHS=5
+    LIMIT=(60 30 110 45 40) # seconds, 285 in all with env's 15: the whole check stays under 5 minutes
+fi
+
+FAILED=0
+STATUS="$DEST/status.md"
+printf '| step | exit status | seconds | log |\n| --- | ---: | ---: | --- |\n' >"$STATUS"
+
+# run NAME LIMIT_S COMMAND...: the command under a time limit, its output in NAME.log, a row in status.md.
+run() {
+    local name="$1" limit="$2"
+    shift 2
+    local t0 rc
+    t0="$(date +%s)"
+    echo "== $name (limit ${limit}s): $*"
+    timeout --kill-after=10 "$limit" "$@" >"$DEST/$name.log" 2>&1
+    rc=$?
+    [ "$rc" = 0 ] || FAILED=1
+    local note=""
+    [ "$rc" = 124 ] && note=" (time limit)"
+    printf '| %s | %s%s | %s | %s.log |\n' "$name" "$rc" "$note" "$(($(date +%s) - t0))" "$name" >>"$STATUS"
+    echo "   exit $rc$note, $(($(date +%s) - t0)) s, log: $DEST/$name.log"
+    return 0
+}
+
+env_report() {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "python: $PY ($("$PY" --version 2>&1))"
+    echo "jsonargparse: $([ "$HAVE_JSONARGPARSE" = 1 ] && echo present || echo absent)"
+    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi
+    timeout 30 "$PY" - <<'PYEOF'
+import importlib, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+for name in ("lightning", "torchvision", "torchmetrics", "pytest", "hypothesis", "jsonargparse", "matplotlib"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except Exception as e:
+        print(name, "absent", type(e).__name__)
+PYEOF
+}
+
+# Test files that import the CLI need jsonargparse: left out when it is absent (none of them has CUDA tests).
+IGNORE=()
+if [ "$HAVE_JSONARGPARSE" = 0 ]; then
+    for f in tests/test_*.py; do
+        grep -q "lightning_ref.cli" "$f" && IGNORE+=("--ignore=$f")
+    done
+fi
+
+echo "device check: $([ "$DRY" = 1 ] && echo 'CPU dry run' || echo CUDA), results in $DEST"
+t0="$(date +%s)"
+env_report >"$DEST/env.log" 2>&1
+printf '| env | 0 | %s | env.log |\n' "$(($(date +%s) - t0))" >>"$STATUS"
+run tests "${LIMIT[0]}" "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda --junitxml="$DEST/tests.xml" \
+    "${IGNORE[@]}" tests/
+run gradients "${LIMIT[1]}" "$PY" scripts/gradient_report.py
+run benchmark "${LIMIT[2]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${BENCH_ARGS[@]}" \
+    --json "$DEST/benchmark.json" --plot "$DEST/step_time.png"
+run train "${LIMIT[3]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${FIT_ARGS[@]}" --json "$DEST/train.json"
+if [ "$HAVE_JSONARGPARSE" = 1 ]; then
+    run cli_train "${LIMIT[4]}" "$PY" scripts/train.py fit --data.dataset synthetic "${CLI_DATA[@]}" \
+        --trainer.max_epochs "$EPOCHS" --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
+        --trainer.devices 1 --trainer.logger.init_args.save_dir "$DEST/cli_runs" --trainer.enable_progress_bar false
+else
+    printf '| cli_train | skipped: jsonargparse absent (train used the Trainer API) | 0 | - |\n' >>"$STATUS"
+fi
+
+{
+    echo "# device check $([ "$DRY" = 1 ] && echo '(CPU dry run)')"
+    echo
+    cat "$STATUS"
+    for name in benchmark train; do
+        echo
+        echo "## $name"
+        echo
+        sed -n '/^device: /,/^json: /p' "$DEST/$name.log" | grep -v '^json: '
+    done
+    for f in "$DEST"/cli_runs/*/version_*/metrics.json; do
+        [ -f "$f" ] || continue
+        echo
+        echo "## CLI run: ${f#"$DEST"/}"
+        echo
+        echo '```json'
+        cat "$f"
+        echo '```'
+    done
+    echo
+    echo "## gradient report"
+    echo
+    cat "$DEST/gradients.log"
+} >"$DEST/summary.md"
+echo "summary: $DEST/summary.md"
+exit "$FAILED"
