@@ -120,12 +120,16 @@ class TwoLayerClassifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss, s2 = self.loss_and_scores(x, y)
-        self.train_loss(loss)
-        self.train_acc(s2, y)
+        # update() only: the epoch values are logged once, at the epoch's end (each self.log costs ~0.3 ms)
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(s2.detach(), y)
         self.log("train_loss_step", loss, prog_bar=True)  # this rank's batch: no sync in the step
-        self.log("train_loss_epoch", self.train_loss, on_step=False, on_epoch=True)  # synced once, at epoch end
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Metric objects: Lightning computes them (synced over the ranks under DDP) and resets them for the next epoch
+        self.log("train_loss_epoch", self.train_loss)
+        self.log("train_acc", self.train_acc)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -149,10 +153,12 @@ class TwoLayerClassifier(L.LightningModule):
             {"params": [p for p in params if p.dim() > 1], "weight_decay": hp.weight_decay},
             {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
         ]
+        # fused: one pass over each parameter, no temporaries. The unfused CPU step allocates a new (D,H) tensor for
+        # the weight decay and another for the Nesterov term every step, which took ~18 ms of a ~60 ms step at H=2048.
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=True)
         else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr)
+            opt = torch.optim.AdamW(groups, lr=hp.lr, fused=True)
         steps = int(self.trainer.estimated_stepping_batches)
         if hp.schedule == "onecycle":
             # lr/25 -> lr over 15% of the steps, then -> lr/25/1e4; momentum stays as configured.
