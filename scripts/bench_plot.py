@@ -44,7 +44,10 @@ def plot_step_times(results: dict, png: str | Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     env = results.get("env", {})
-    fig.suptitle(f"step time on {results['device']}: {env.get('device_name', '?')}, torch {env.get('torch', '?')}")
+    fig.suptitle(
+        f"step time on {results['device']}: {env.get('device_name', '?')}, {env.get('threads', '?')} threads, "
+        f"torch {env.get('torch', '?')}"
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

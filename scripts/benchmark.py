@@ -629,6 +629,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {"device": device.type, "env": environment(device), "steps": [], "epoch": None}
     results["env"].update({"quick": args.quick, "reps": reps, "warmup": warmup, "argv": sys.argv[1:]})
+
+    def save() -> None:
+        """Write what is measured so far (a run stopped by a time limit keeps its finished parts)."""
+        if args.json is not None:
+            results["goals"] = goals(results)
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+            os.replace(tmp, args.json)
+
     if args.fit_epochs is not None:
         results["fit"] = lightning_fit(
             epoch_data(args.epoch_images, device), device, args.epoch_hidden, args.fit_epochs
@@ -641,6 +650,7 @@ def main(argv: list[str] | None = None) -> dict:
             row = bench_shape(shape, device, reps, warmup)
             row["tf32"] = tf32
             results["steps"].append(row)
+            save()
             print(
                 f"# step {shape} tf32={tf32}: manual {row['manual_ms']:.3f} ms, autograd {row['autograd_ms']:.3f} ms",
                 file=sys.stderr,
@@ -652,9 +662,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["epoch"] = bench_epoch(args.epoch_images, device, args.epoch_hidden, dataloader_batches)
 
     results["goals"] = goals(results)
+    save()
     print(markdown(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"json: {args.json}")
     if args.plot is not None and results["steps"]:
         from bench_plot import plot_step_times
