@@ -26,7 +26,7 @@ class TwoLayerNetFn(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
         s1 = torch.addmm(b1, x, w1)  # s1 = x w1 + b1     (N,D)@(D,H) -> (N,H)
-        x2 = s1.clamp_min(0)  # x2 = max(0, s1)         (N,H)
+        x2 = s1.clamp_min_(0)  # x2 = max(0, s1)   (N,H), in place: s1 is not kept (no second N*H buffer)
         # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C). w2 is read through a column-major copy (H*C values, cheap):
         # with C small, the CPU matmul is about 2x faster that way than on row-major (H,C) (docs/performance.md).
         s2 = torch.addmm(b2, x2, w2.T.contiguous().T)
