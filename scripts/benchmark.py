@@ -25,7 +25,7 @@ anyway: what remains is the memory held only for backward.
 The epoch comparison trains one epoch of 50,000 CIFAR-sized uint8 images (generated: dataset="synthetic"), batch 512,
 H=512, augmentation on, three ways: the project's Lightning fit with the callbacks and logger the CLI uses
 (lightning_s: the second epoch of a two-epoch fit, first training batch to last, so neither the sanity check,
-validation nor the checkpoint write, nor the first epoch's one-time costs);
+validation nor the checkpoint write);
 a bare loop over the same pre-loaded uint8 tensors through the same batches (lightning_ref.data.TensorBatches:
 shuffle, crop/flip, normalise) with the same net, optimiser and schedule (bare_s); and torchvision PIL images
 through RandomCrop/RandomHorizontalFlip/ToTensor/Normalize in a DataLoader with one worker per core (dataloader_s).
@@ -407,8 +407,8 @@ def bench_epoch(images: int, device: torch.device, hidden: int, dataloader_batch
     """The three epochs and their ratios."""
     dm = epoch_data(images, device)
     bare_epoch(dm, device, hidden, max_steps=3)  # warm-up
-    # Two epochs, the second timed: the first also pays one-time costs of the process (the first cross-check
-    # imports torch's meta-device machinery, ~0.4 s here), which are no part of an epoch's cost.
+    # Two epochs, the second timed: an epoch in the steady state of a fit, free of any one-time cost of the first
+    # (the first is reported too; each holds one gradient cross-check, at steps 0 and 100).
     lit = lightning_fit(dm, device, hidden, epochs=2)
     lightning_s = lit["epoch_train_s"][1]
     bare = bare_epoch(dm, device, hidden)
@@ -564,7 +564,7 @@ def markdown(results: dict) -> str:
         ]
     if results.get("goals"):
         lines += ["", "| goal | measured | met |", "| --- | ---: | :---: |"]
-        lines += [f"| {g['goal']} | {g['measured']:.3f} | {'yes' if g['met'] else 'NO'} |" for g in results["goals"]]
+        lines += [f"| {g['goal']} | {g['measured']:.4f} | {'yes' if g['met'] else 'NO'} |" for g in results["goals"]]
     return "\n".join(lines)
 
 
