@@ -24,7 +24,7 @@ demo: install
 	$(PY) scripts/crosscheck_train.py --dataset synthetic
 
 bench: install
-	$(PY) scripts/benchmark.py --json runs/bench/benchmark.json
+	$(PY) scripts/benchmark.py --json runs/bench/benchmark.json --plot runs/bench/step_time.png
 
 report: install
 	$(PY) scripts/gradient_report.py
