@@ -20,6 +20,7 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from lightning_ref.callbacks import GradientCrossCheck, RunRecorder
 from lightning_ref.data import DataMissingError, ImageDataModule
@@ -105,7 +106,10 @@ class ManualNetCLI(LightningCLI):
         if self._ckpt is not None:
             path = self.config[self.subcommand].ckpt_path
             check_matches(self._ckpt, path, self.model, resume=self.subcommand == "fit")
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+        if self.subcommand == "fit" and not isinstance(self.trainer.logger, CSVLogger):
+            name = type(self.trainer.logger).__name__ if self.trainer.logger else "none"
+            raise UsageError(f"trainer.logger: fit needs a CSVLogger (its run folder, metrics.csv, plots), got {name}")
+        if self.trainer.is_global_zero and self.trainer.logger is not None:
             run_dir = Path(self.trainer.log_dir)
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise UsageError(f"trainer.logger: the run folder {run_dir} exists already; pick another version/name")

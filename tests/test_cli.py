@@ -158,6 +158,7 @@ BAD = [
     (["--data.batch_size", "0"], "batch_size: expected an integer >= 1, got 0"),
     (["--data.val_size", "600"], "val_size: expected fewer than the 600 training images"),
     (["--model.impl", "numpy"], 'Parser key "model.impl"'),
+    (["--trainer.logger", "false"], "trainer.logger: fit needs a CSVLogger"),
     (["--ckpt_path", "{missing}"], "ckpt_path: no such file"),
     (["--ckpt_path", "{corrupt}"], "is not a readable checkpoint"),
     (["--ckpt_path", "{truncated}"], "is not a readable checkpoint"),
