@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 import torchvision.datasets.cifar
 
+from manualnet.functional import TwoLayerNetFn
+
 
 def fake_images(n: int, shape: tuple[int, int, int], num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (n,C,H,W) and int64 labels (n,): each class a mean colour (per channel) plus Gaussian noise."""
@@ -134,3 +136,15 @@ def fake_fashion_mnist(tmp_path) -> Path:
     """Root of a 300 + 100 image Fashion-MNIST in torchvision's raw layout."""
     x, y = fake_images(400, (1, 28, 28), 10, seed=2)
     return write_mnist(tmp_path / "data", "FashionMNIST", x[:300], y[:300], x[300:], y[300:])
+
+
+@pytest.fixture
+def wrong_dw1(monkeypatch):
+    """A hand-written backward with a bug: dW1 off by 1e-3 of itself (the cross-checks must catch it)."""
+    right = TwoLayerNetFn.backward
+
+    def wrong(ctx, ds2, dx2_out):
+        dx, dw1, db1, dw2, db2 = right(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
+
+    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))

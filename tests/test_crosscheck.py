@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from manualnet.crosscheck import compare, compare_all, format_table
-from manualnet.functional import TwoLayerNetFn
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -19,18 +18,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def wrong_dw1(monkeypatch):
-    """Make the hand-written backward return dW1 off by 1e-3 of itself."""
-    backward = TwoLayerNetFn.backward
-
-    def off(ctx, ds2, dx2_out):
-        dx, dw1, db1, dw2, db2 = backward(ctx, ds2, dx2_out)
-        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
-
-    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(off))
 
 
 # ------------------------------------------------------------------------------------------------------ compare
