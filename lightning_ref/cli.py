@@ -177,7 +177,8 @@ def main(args: list[str] | None = None) -> None:
                 },
             },
             auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False},  # parse errors come to us as ArgumentError: one line below
+            # parse errors come to us as ArgumentError: one line below
+            parser_kwargs={"exit_on_error": False, "description": __doc__.split("\n")[0]},
             args=args,
             recorder=recorder,
         )
