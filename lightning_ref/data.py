@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
+from manualnet.checks import check_int
+
 PAD = 4  # pixels of zero padding around each image before the random crop
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a network that swallows packets fails instead of hanging
 CACHE_VERSION = 1  # bump when the cached layout changes
@@ -157,11 +159,6 @@ class TensorBatches:
         return (u8.to(torch.float32) * self.scale).add_(self.shift)
 
 
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {value!r}")
@@ -203,12 +200,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root: expected a path (str), got {root!r}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("eval_batch_size", eval_batch_size, 1)
-        _check_int("val_size", val_size, 0)
-        _check_int("seed", seed, 0)
-        _check_int("synthetic_train", synthetic_train, 1)
-        _check_int("synthetic_test", synthetic_test, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("val_size", val_size, 0)
+        check_int("seed", seed, 0)
+        check_int("synthetic_train", synthetic_train, 1)
+        check_int("synthetic_test", synthetic_test, 1)
         _check_bool("augment", augment)
         _check_bool("download", download)
         self.dataset, self.root, self.spec = dataset, str(root), SPECS[dataset]
@@ -226,7 +223,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose shuffle and augmentation the training batches use when no trainer is attached."""
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self._epoch = epoch
 
     def current_epoch(self) -> int:

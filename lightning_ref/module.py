@@ -22,11 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+from manualnet.checks import check_int
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -68,11 +64,11 @@ class TwoLayerClassifier(L.LightningModule):
         if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
             raise ValueError(f"input_shape: expected (channels, height, width), got {input_shape!r}")
         for i, size in enumerate(input_shape):
-            _check_int(f"input_shape[{i}]", size, 1)
-        _check_int("num_classes", num_classes, 2)
+            check_int(f"input_shape[{i}]", size, 1)
+        check_int("num_classes", num_classes, 2)
         _check_choice("impl", impl, ("manual", "autograd"))
-        _check_int("hidden", hidden, 1)
-        _check_int("seed", seed, 0)
+        check_int("hidden", hidden, 1)
+        check_int("seed", seed, 0)
         _check_choice("optimizer", optimizer, ("sgd", "adamw"))
         _check_real("lr", lr, 0.0, math.inf, low_open=True)
         _check_real("momentum", momentum, 0.0, 1.0)

@@ -36,10 +36,13 @@ def copy_to_reference(model: TwoLayerNet, ref: nn.Sequential) -> None:
 @torch.no_grad()
 def copy_from_reference(ref: nn.Sequential, model: TwoLayerNet) -> None:
     """Write ref's Linear weights back into model's w1, b1, w2, b2 (transposing the weights)."""
-    model.w1.copy_(ref[1].weight.T)
-    model.b1.copy_(ref[1].bias)
-    model.w2.copy_(ref[3].weight.T)
-    model.b2.copy_(ref[3].bias)
+    for name, value in reference_weights(ref).items():
+        getattr(model, name).copy_(value)
+
+
+def reference_weights(ref: nn.Sequential) -> dict[str, torch.Tensor]:
+    """ref's parameters in TwoLayerNet's layout and names: w1 (D,H), b1 (H,), w2 (H,C), b2 (C,) (views, no copy)."""
+    return {"w1": ref[1].weight.T, "b1": ref[1].bias, "w2": ref[3].weight.T, "b2": ref[3].bias}
 
 
 def reference_grads(ref: nn.Sequential) -> dict[str, torch.Tensor]:

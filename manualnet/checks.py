@@ -20,6 +20,12 @@ def autocast_dtype_of(t: Tensor, autocast: torch.dtype | None) -> torch.dtype:
     return autocast if autocast is not None and t.dtype in AUTOCAST_ELIGIBLE else t.dtype
 
 
+def check_int(name: str, value: object, low: int) -> None:
+    """`name` must be an int (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
 def check_tensor(name: str, t: object, dim: int) -> None:
     """`name` must be a floating torch.Tensor with `dim` dimensions."""
     if not isinstance(t, Tensor):

@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from manualnet.checks import check_int
 from manualnet.functional import softmax_cross_entropy, two_layer_net
 
 
@@ -27,8 +28,7 @@ class TwoLayerNet(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("hidden", hidden), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         self.in_features, self.hidden, self.num_classes = in_features, hidden, num_classes
         kw = {"device": device, "dtype": dtype}
         self.w1 = nn.Parameter(torch.empty(in_features, hidden, **kw))

@@ -12,10 +12,9 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lightning_ref.data import DataMissingError, ImageDataModule
-from lightning_ref.reference import reference_from
+from lightning_ref.reference import reference_from, reference_weights
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import compare
 
@@ -26,11 +25,6 @@ NAMES = ("w1", "b1", "w2", "b2")
 # they stay near 2e-7 (float32) and 4e-16 (float64) after 3 epochs. 1e-4 leaves room for longer runs, while a
 # gradient 1e-3 off moves the weights apart by more than that within an epoch (tests/test_crosscheck.py).
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
-
-
-def reference_weights(ref: nn.Sequential) -> dict[str, torch.Tensor]:
-    """The reference's weights in TwoLayerNet's layout: w1 (D,H), b1 (H,), w2 (H,C), b2 (C,)."""
-    return {"w1": ref[1].weight.T, "b1": ref[1].bias, "w2": ref[3].weight.T, "b2": ref[3].bias}
 
 
 @torch.no_grad()

@@ -44,6 +44,15 @@ def loss_of(params, x, y):
     return softmax_cross_entropy(two_layer_net(x, params["w1"], params["b1"], params["w2"], params["b2"]), y)
 
 
+def assert_equals_single_sample_loop(per_sample: dict, model, x, y) -> None:
+    """per_sample[name][i] equals the autograd gradient of model.loss on sample i alone, for every parameter."""
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        model.loss(x[i : i + 1], y[i : i + 1]).backward()
+        for name in NAMES:
+            torch.testing.assert_close(per_sample[name][i], getattr(model, name).grad, rtol=1e-6, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------------------------------- torch.func
 
 
@@ -55,11 +64,7 @@ def test_vmap_grad_per_sample_gradients_equal_a_loop_of_autograd_gradients():
         return loss_of(params, x_i.unsqueeze(0), y_i.unsqueeze(0))
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
-    for i in range(x.shape[0]):
-        model.zero_grad()
-        model.loss(x[i : i + 1], y[i : i + 1]).backward()
-        for name in NAMES:
-            torch.testing.assert_close(per_sample[name][i], getattr(model, name).grad, rtol=1e-6, atol=1e-7)
+    assert_equals_single_sample_loop(per_sample, model, x, y)
 
 
 def test_vmap_grad_per_sample_input_gradients_equal_a_loop_of_autograd_gradients():
@@ -79,11 +84,7 @@ def test_vmap_grad_through_functional_call_of_the_module_equals_the_loop():
         return softmax_cross_entropy(functional_call(model, params, (x_i[None],)), y_i[None])
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(dict(model.named_parameters()), x, y)
-    for i in range(x.shape[0]):
-        model.zero_grad()
-        model.loss(x[i : i + 1], y[i : i + 1]).backward()
-        for name in NAMES:
-            torch.testing.assert_close(per_sample[name][i], getattr(model, name).grad, rtol=1e-6, atol=1e-7)
+    assert_equals_single_sample_loop(per_sample, model, x, y)
 
 
 def test_vmap_over_an_ensemble_of_weights_equals_a_loop_over_models():
