@@ -15,7 +15,7 @@ re-exported here.
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -126,6 +126,8 @@ def check_function(
 
 def _run(check: str, case: Case) -> Result:
     """One check on one case; an exception inside fn is that check failing, with the exception."""
+    # Each check gets its own copies of the samples: a Function that modifies its inputs spoils no other check.
+    case = replace(case, samples={n: tuple(t.clone() for t in s) for n, s in case.samples.items()})
     tally = Tally(rtol=RTOL.get(case.dtype))
     start = time.perf_counter()
     status = "passed"

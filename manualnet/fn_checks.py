@@ -114,8 +114,11 @@ def incoming(outs: tuple, seed: int, contiguous: bool = True) -> list[Tensor | N
 
 
 def strided(t: Tensor) -> Tensor:
-    """The same values in a non-contiguous layout (every other element of a buffer twice the size)."""
-    return torch.stack((t, torch.zeros_like(t)), dim=-1)[..., 0] if t.dim() > 0 else t
+    """The same values in a non-contiguous layout: the last two dims stored transposed (column-major), a vector
+    as every other element of a buffer twice its size."""
+    if t.dim() >= 2:
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return torch.stack((t, torch.zeros_like(t)), dim=-1)[..., 0] if t.dim() == 1 else t
 
 
 def grads(f, sample: tuple, seed: int, wrt=None, outputs=None, ins=None, contiguous_g=True) -> list:
@@ -132,23 +135,29 @@ def grads(f, sample: tuple, seed: int, wrt=None, outputs=None, ins=None, contigu
     return list(torch.autograd.grad([outs[k] for k in used], xs, [gs[k] for k in used], allow_unused=True))
 
 
-def scalar_loss(f, sample: tuple, seed: int):
-    """(loss of the floating inputs only, positions): loss(*floats) = sum_k <f(...)_k, g_k> with the rest fixed."""
+def on_floats(f, sample: tuple):
+    """(f as a function of the floating inputs only, with the rest of the sample fixed; those inputs; positions)."""
     pos = float_positions(sample)
-    with torch.no_grad():
-        gs = incoming(as_tuple(f(*sample)), seed)
 
-    def merged(floats):
+    def of_floats(*floats):
         full = list(sample)
         for i, t in zip(pos, floats, strict=True):
             full[i] = t
-        return full
+        return f(*full)
+
+    return of_floats, tuple(sample[i] for i in pos), pos
+
+
+def scalar_loss(f, sample: tuple, seed: int):
+    """(loss, floating inputs, incoming gradients): loss(*floats) = sum_k <f(sample with floats)_k, g_k>."""
+    f_floats, floats, _ = on_floats(f, sample)
+    with torch.no_grad():
+        gs = incoming(as_tuple(f(*sample)), seed)
 
     def loss(*floats):
-        outs = as_tuple(f(*merged(floats)))
-        return sum((o * g).sum() for o, g in zip(outs, gs, strict=True) if g is not None)
+        return sum((o * g).sum() for o, g in zip(as_tuple(f_floats(*floats)), gs, strict=True) if g is not None)
 
-    return loss, pos, merged, gs
+    return loss, floats, gs
 
 
 def compare_all(tally: Tally, prefix: str, got, want, names=None) -> None:
@@ -344,32 +353,31 @@ def check_func_grad(case: Case, t: Tally) -> None:
     """torch.func.grad equals the reference's gradients."""
     require_func_transforms(case)
     for name, s in case.samples.items():
-        loss, pos, _, _ = scalar_loss(case.fn, s, case.seed)
-        got = torch.func.grad(loss, argnums=tuple(range(len(pos))))(*(s[i] for i in pos))
-        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, pos))
+        loss, floats, _ = scalar_loss(case.fn, s, case.seed)
+        got = torch.func.grad(loss, argnums=tuple(range(len(floats))))(*floats)
+        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
 
 
 def check_func_vjp(case: Case, t: Tally) -> None:
     """torch.func.vjp: primal outputs and gradients equal the reference's."""
     require_func_transforms(case)
     for name, s in case.samples.items():
-        _, pos, merged, gs = scalar_loss(case.fn, s, case.seed)
-        outs, vjp_fn = torch.func.vjp(lambda *floats: case.fn(*merged(floats)), *(s[i] for i in pos))
+        _, floats, gs = scalar_loss(case.fn, s, case.seed)
+        outs, vjp_fn = torch.func.vjp(on_floats(case.fn, s)[0], *floats)
         got = vjp_fn(tuple(gs) if isinstance(outs, tuple) else gs[0])
         with torch.no_grad():
             compare_all(t, f"{name} output", as_tuple(outs), as_tuple(case.reference(*s)))
-        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, pos))
+        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
 
 
 def _jacobians(case: Case, s: tuple, transform) -> tuple[list, list] | None:
-    _, pos, merged, _ = scalar_loss(case.fn, s, case.seed)
+    f_floats, floats, _ = on_floats(case.fn, s)
     with torch.no_grad():
         out_numel = sum(o.numel() for o in as_tuple(case.fn(*s)) if is_float(o))
-    if out_numel * sum(s[i].numel() for i in pos) > JACOBIAN_NUMEL:
+    if out_numel * sum(x.numel() for x in floats) > JACOBIAN_NUMEL:
         return None
-    floats = tuple(s[i] for i in pos)
-    got = transform(lambda *f: case.fn(*merged(f)), argnums=tuple(range(len(pos))))(*floats)
-    want = torch.autograd.functional.jacobian(lambda *f: case.reference(*merged(f)), floats)
+    got = transform(f_floats, argnums=tuple(range(len(floats))))(*floats)
+    want = torch.autograd.functional.jacobian(on_floats(case.reference, s)[0], floats)
     return tree_leaves(got), tree_leaves(want)
 
 
@@ -385,6 +393,11 @@ def check_jacrev(case: Case, t: Tally) -> None:
 def check_vmap_grad(case: Case, t: Tally) -> None:
     """vmap(grad) per-sample gradients equal a loop of the reference's gradients, one sample at a time."""
     require_func_transforms(case)
+    no_rule = [
+        f.__name__ for f in case.functions if not f.generate_vmap_rule and f.vmap is torch.autograd.Function.vmap
+    ]
+    if no_rule:
+        raise NotApplicable(f"no vmap rule ({', '.join(no_rule)}: set generate_vmap_rule = True or define vmap)")
     for name, s in case.samples.items():
         pos = float_positions(s)
         n = s[case.batch_args[0]].shape[0]
@@ -420,11 +433,10 @@ def check_jvp(case: Case, t: Tally) -> None:
     if no_jvp or not case.functions:
         raise NotApplicable(f"no jvp ({', '.join(no_jvp) or 'no Function class known'})")
     for name, s in case.samples.items():
-        _, pos, merged, _ = scalar_loss(case.fn, s, case.seed)
-        floats = tuple(s[i] for i in pos)
-        tangents = tuple(g for g in incoming(floats, case.seed + 7))
-        _, got = torch.func.jvp(lambda *f: case.fn(*merged(f)), floats, tangents)
-        _, want = torch.func.jvp(lambda *f: case.reference(*merged(f)), floats, tangents)
+        f_floats, floats, _ = on_floats(case.fn, s)
+        tangents = tuple(incoming(floats, case.seed + 7))
+        _, got = torch.func.jvp(f_floats, floats, tangents)
+        _, want = torch.func.jvp(on_floats(case.reference, s)[0], floats, tangents)
         compare_all(t, f"{name} jvp output", as_tuple(got), as_tuple(want))
         pair = _jacobians(case, s, torch.func.jacfwd)
         if pair is not None:
@@ -450,10 +462,10 @@ def check_compile_func_grad(case: Case, t: Tally) -> None:
     the probe tells "wrong" from "right, but your backward never ran"."""
     require_func_transforms(case)
     name, s = first_sample(case)
-    loss, pos, _, _ = scalar_loss(case.fn, s, case.seed)
+    loss, floats, _ = scalar_loss(case.fn, s, case.seed)
     with probe(case.functions) as calls:
-        got = compiled(torch.func.grad(loss, argnums=tuple(range(len(pos)))))(*(s[i] for i in pos))
-    compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, pos))
+        got = compiled(torch.func.grad(loss, argnums=tuple(range(len(floats)))))(*floats)
+    compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
     _judge_probe(case, t, calls, "compile(func.grad)", not t.failures)
 
 
@@ -491,7 +503,8 @@ def check_autocast(case: Case, t: Tally) -> None:
 
 
 def _saved(f, s: tuple, seed: int) -> tuple[int, list[str]]:
-    """(bytes of the distinct storages f saves for backward, in-place changes seen by version counters)."""
+    """(bytes of the distinct storages f saves for backward beyond its inputs', in-place changes seen by version
+    counters)."""
     ins = leaves(s)
     before = [x._version for x in ins if isinstance(x, Tensor)]
     packed = []
@@ -511,19 +524,21 @@ def _saved(f, s: tuple, seed: int) -> tuple[int, list[str]]:
         for x, v in packed
         if x._version != v
     ]
+    # The inputs are held by the caller anyway: what saving costs is the storages beyond them.
+    held = {x.untyped_storage().data_ptr() for x in ins if isinstance(x, Tensor)}
     storages = {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes() for x, _ in packed}
-    return sum(storages.values()), changed
+    return sum(n for ptr, n in storages.items() if ptr not in held), changed
 
 
 def check_saved_tensors(case: Case, t: Tally) -> None:
-    """Bytes saved for backward (saved_tensors_hooks) at most the reference's; no input, and no saved tensor,
-    modified in place after it was saved (version counters)."""
+    """Bytes saved for backward beyond the inputs (saved_tensors_hooks) at most the reference's; no input, and no
+    saved tensor, modified in place after it was saved (version counters)."""
     t.rtol = None
     for name, s in case.samples.items():
         got, changed = _saved(case.fn, s, case.seed)
         want, ref_changed = _saved(case.reference, s, case.seed)
         t.failures += [f"{name}: {c}" for c in changed if c not in ref_changed]
-        t.notes.append(f"{name}: {got:,} bytes saved, reference {want:,}")
+        t.notes.append(f"{name}: {got:,} bytes saved beyond the inputs, reference {want:,}")
         if got > want:
             t.fail(f"{name}: saves {got:,} bytes for backward, the reference {want:,}")
 
