@@ -125,11 +125,14 @@ def grads(f, sample: tuple, seed: int, wrt=None, outputs=None, ins=None, contigu
     """d/d(sample[i] for i in wrt) of sum_k <out_k, g_k> over the outputs numbered in `outputs` (default: all)."""
     wrt = float_positions(sample) if wrt is None else wrt
     ins = leaves(sample, wrt) if ins is None else ins
-    outs = as_tuple(f(*ins))
+    return output_grads(as_tuple(f(*ins)), [ins[i] for i in wrt], seed, outputs, contiguous_g)
+
+
+def output_grads(outs: tuple, xs: list, seed: int, outputs=None, contiguous_g=True) -> list:
+    """d/d(xs) of sum_k <outs_k, g_k> over the outputs numbered in `outputs` (default: all)."""
     gs = incoming(outs, seed, contiguous_g)
     used = [k for k in range(len(outs)) if gs[k] is not None and outs[k].requires_grad]
     used = [k for k in used if outputs is None or k in outputs]
-    xs = [ins[i] for i in wrt]
     if not used:
         return [None] * len(xs)
     return list(torch.autograd.grad([outs[k] for k in used], xs, [gs[k] for k in used], allow_unused=True))
@@ -480,26 +483,29 @@ def _judge_probe(case: Case, t: Tally, calls: list, where: str, values_agree: bo
 
 
 def check_autocast(case: Case, t: Tally) -> None:
-    """Under torch.autocast (bf16 on CPU; fp16 and bf16 on CUDA): output dtypes, values and gradients equal the
-    reference's under the same autocast."""
-    if case.dtype != torch.float32:
-        raise NotApplicable("autocast casts float32 inputs: float32 column only")
+    """Under torch.autocast (bf16 on CPU; fp16 and bf16 on CUDA): output dtypes, values and gradients (backward
+    outside and inside the autocast region) equal the reference's under the same autocast. float64 inputs must be
+    left alone, as torch's own ops do."""
     kinds = (torch.float16, torch.bfloat16) if case.device.type == "cuda" else (torch.bfloat16,)
-    t.rtol = RTOL[kinds[0]]
     for low in kinds:
+        t.rtol = RTOL[case.dtype] if case.dtype == torch.float64 else max(RTOL[low], RTOL.get(case.dtype, 0.0))
         for name, s in case.samples.items():
-            ins, ref_ins = leaves(s), leaves(s)
-            with torch.autocast(case.device.type, dtype=low):
-                outs, refs = as_tuple(case.fn(*ins)), as_tuple(case.reference(*ref_ins))
             label = f"{name} {str(low).removeprefix('torch.')}"
-            for k, (o, r) in enumerate(zip(outs, refs, strict=True)):
-                if o.dtype != r.dtype:
-                    t.fail(f"{label} output {k}: dtype {o.dtype}, the reference's {r.dtype}")
-            t.rtol = RTOL[low]
-            compare_all(t, f"{label} output", outs, refs)
-            got = grads(lambda *a, outs=outs: outs, s, case.seed, ins=ins)
-            want = grads(lambda *a, refs=refs: refs, s, case.seed, ins=ref_ins)
-            compare_all(t, label, got, want, input_names(s, float_positions(s)))
+            for inside in (False, True):
+                ins, ref_ins = leaves(s), leaves(s)
+                xs, ref_xs = [ins[i] for i in float_positions(s)], [ref_ins[i] for i in float_positions(s)]
+                with torch.autocast(case.device.type, dtype=low):
+                    outs, refs = as_tuple(case.fn(*ins)), as_tuple(case.reference(*ref_ins))
+                    if inside:
+                        got, want = output_grads(outs, xs, case.seed), output_grads(refs, ref_xs, case.seed)
+                if not inside:
+                    got, want = output_grads(outs, xs, case.seed), output_grads(refs, ref_xs, case.seed)
+                    for k, (o, r) in enumerate(zip(outs, refs, strict=True)):
+                        if o.dtype != r.dtype:
+                            t.fail(f"{label} output {k}: dtype {o.dtype}, the reference's {r.dtype}")
+                    compare_all(t, f"{label} output", outs, refs)
+                where = "inside" if inside else "outside"
+                compare_all(t, f"{label} backward {where} autocast", got, want, input_names(s, float_positions(s)))
 
 
 def _saved(f, s: tuple, seed: int) -> tuple[int, list[str]]:
@@ -515,10 +521,7 @@ def _saved(f, s: tuple, seed: int) -> tuple[int, list[str]]:
         for i, (x, v) in enumerate(zip((x for x in ins if isinstance(x, Tensor)), before, strict=True))
         if x._version != v
     ]
-    gs = incoming(outs, seed)
-    used = [(o, g) for o, g in zip(outs, gs, strict=True) if g is not None and o.requires_grad]
-    if used:
-        torch.autograd.backward([o for o, _ in used], [g for _, g in used])
+    output_grads(outs, [x for x in ins if is_float(x)], seed)
     changed += [
         f"a saved {tuple(x.shape)} tensor modified in place after it was saved (version {v} -> {x._version})"
         for x, v in packed
