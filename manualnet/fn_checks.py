@@ -430,7 +430,8 @@ def check_vmap_grad(case: Case, t: Tally) -> None:
 
 
 def check_jvp(case: Case, t: Tally) -> None:
-    """torch.func.jvp and jacfwd equal the reference's, when the Function defines jvp."""
+    """torch.func.jvp (eager, and compiled: pytorch #192985) and jacfwd equal the reference's, when the Function
+    defines jvp."""
     require_func_transforms(case)
     no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
     if no_jvp or not case.functions:
@@ -441,6 +442,13 @@ def check_jvp(case: Case, t: Tally) -> None:
         _, got = torch.func.jvp(f_floats, floats, tangents)
         _, want = torch.func.jvp(on_floats(case.reference, s)[0], floats, tangents)
         compare_all(t, f"{name} jvp output", as_tuple(got), as_tuple(want))
+        if name == first_sample(case)[0]:  # compiled on the first sample only, as the compile checks
+            got = compiled(lambda *fl, f=f_floats, tg=tangents: torch.func.jvp(f, fl, tg)[1])(*floats)
+            if not all(
+                t.compare(f"{name} compiled jvp output", a, b)
+                for a, b in zip(as_tuple(got), as_tuple(want), strict=True)
+            ):
+                t.fail(f"{name}: compiled jvp differs from eager: the custom jvp was dropped (pytorch #192985)")
         pair = _jacobians(case, s, torch.func.jacfwd)
         if pair is not None:
             compare_all(t, f"{name} jacfwd block", *pair)
