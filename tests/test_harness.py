@@ -6,13 +6,16 @@ Each zoo Function is compared with a reference in plain torch ops computing the 
 run only where they are the intended catch (they cost seconds each on 2 cores).
 """
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from manualnet.crosscheck import CHECKS, check_function
+from manualnet.fn_checks import FAST_MODE_NUMEL, RTOL
 
 MOST_CHECKS = [c for c in CHECKS if not c.startswith("compile")]  # the compile checks cost seconds each
 
@@ -574,3 +577,26 @@ def test_bad_arguments_raise_naming_the_argument_before_any_check_runs(kwargs, e
 def test_make_inputs_on_another_device_than_asked_is_refused():
     with pytest.raises(ValueError, match=r"expected tensors on cpu, got one on meta at 0"):
         check_function(cube, cube, lambda d, v, g: (torch.ones(2, dtype=d, device="meta"),))
+
+
+# -------------------------------------------------------------------------- docs/crosscheck.md quotes the code
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md"
+
+
+def test_docs_example_runs_and_its_function_passes_every_check():
+    namespace = {}
+    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
+        exec(block, namespace)  # the Function, the ten-line check (which asserts ok), the pytest example
+    assert namespace["report"].ok
+    namespace["test_tanh_linear"](lambda *args, **options: check_function(*args, **options).assert_ok())
+
+
+def test_docs_table_lists_every_check_in_the_report_order_and_the_tolerances_of_the_code():
+    text = DOC.read_text()
+    assert re.findall(r"^\| `(\w+)` \|", text, re.M) == list(CHECKS)
+    rows = dict(re.findall(r"^\| (float64|float32|bfloat16|float16) \| ([0-9.e-]+) \|", text, re.M))
+    assert {getattr(torch, dtype): float(rtol) for dtype, rtol in rows.items()} == RTOL
+    assert f"`fast_mode` above {FAST_MODE_NUMEL} input elements" in text
+    assert f"({len(ZOO)} deliberately wrong Functions)" in text
