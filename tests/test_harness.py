@@ -585,12 +585,21 @@ def test_make_inputs_on_another_device_than_asked_is_refused():
 DOC = Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md"
 
 
-def test_docs_example_runs_and_its_function_passes_every_check():
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+def test_docs_and_readme_examples_run_and_the_docs_function_passes_every_check():
     namespace = {}
-    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
+    for block in python_blocks(DOC):
         exec(block, namespace)  # the Function, the ten-line check (which asserts ok), the pytest example
     assert namespace["report"].ok
-    namespace["test_tanh_linear"](lambda *args, **options: check_function(*args, **options).assert_ok())
+    fixture = lambda *args, **options: check_function(*args, checks=["backward"], **options).assert_ok()  # noqa: E731
+    namespace["test_tanh_linear"](fixture)
+    (quickstart,) = [b for b in python_blocks(DOC.parents[1] / "README.md") if "check_function" in b]
+    namespace["MyFn"] = namespace["TanhLinear"]
+    exec(quickstart, namespace)
+    namespace["test_my_fn"](fixture)
 
 
 def test_docs_table_lists_every_check_in_the_report_order_and_the_tolerances_of_the_code():
