@@ -39,16 +39,24 @@ def make_a_b(dtype, device, gen):
 # ------------------------------------------------------------------------------------------------------ the zoo
 
 
-class TransposedGrad(torch.autograd.Function):
-    """y = x @ w; dW returned transposed (W is square, so the shape is right and only the values are wrong)."""
+class SavesInputs(torch.autograd.Function):
+    """A base for the zoo: setup_context saves every input for backward."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+
+class MatMul(SavesInputs):
+    """A base for the zoo: y = x @ w."""
 
     @staticmethod
     def forward(x, w):
         return x @ w
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+
+class TransposedGrad(MatMul):
+    """y = x @ w; dW returned transposed (W is square, so the shape is right and only the values are wrong)."""
 
     @staticmethod
     def backward(ctx, g):
@@ -56,16 +64,12 @@ class TransposedGrad(torch.autograd.Function):
         return g @ w.T, (x.T @ g).T  # bug: dW = X^T G, not its transpose
 
 
-class MissingOneOverN(torch.autograd.Function):
+class MissingOneOverN(SavesInputs):
     """L = mean((x - t)^2); backward forgets the 1/N of the mean."""
 
     @staticmethod
     def forward(x, t):
         return (x - t).square().mean()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -92,16 +96,12 @@ class ReluMaskFromInput(torch.autograd.Function):
         return d, d.sum(0)
 
 
-class ReluWrongAtKink(torch.autograd.Function):
+class ReluWrongAtKink(SavesInputs):
     """y = relu(x) with d/dx = 1 at x == 0 (torch and its reference take 0 there)."""
 
     @staticmethod
     def forward(x):
         return x.clamp_min(0)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -167,7 +167,7 @@ class ModifiesSavedInput(torch.autograd.Function):
         return g * y
 
 
-class DetachedBackward(torch.autograd.Function):
+class DetachedBackward(SavesInputs):
     """y = x^3; backward right to first order but computed from x.detach(): double backward is wrong."""
 
     @staticmethod
@@ -175,16 +175,12 @@ class DetachedBackward(torch.autograd.Function):
         return x**3
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * 3 * x.detach() ** 2  # bug: detach cuts the graph of the gradient
 
 
-class NumpyBackward(torch.autograd.Function):
+class NumpyBackward(SavesInputs):
     """y = sin(x); backward through NumPy: not differentiable again, not traceable."""
 
     @staticmethod
@@ -192,16 +188,12 @@ class NumpyBackward(torch.autograd.Function):
         return x.sin()
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * torch.from_numpy(np.cos(x.detach().cpu().numpy())).to(g.device)  # bug: leaves torch
 
 
-class ItemBranch(torch.autograd.Function):
+class ItemBranch(SavesInputs):
     """y = |x| written with a data-dependent Python branch on .item() per row: breaks vmap."""
 
     generate_vmap_rule = True
@@ -210,10 +202,6 @@ class ItemBranch(torch.autograd.Function):
     def forward(x):
         rows = [r if r.sum().item() >= 0 else -r for r in x]  # bug: Python control flow on values
         return torch.stack(rows)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -225,16 +213,12 @@ def item_branch_reference(x):
     return x * torch.where(x.sum(1, keepdim=True) >= 0, 1.0, -1.0).to(x.dtype)
 
 
-class WrongDtypeUnderAutocast(torch.autograd.Function):
+class WrongDtypeUnderAutocast(SavesInputs):
     """y = x @ w; casts its output back to x's dtype, so under autocast it is float32 where matmul gives bf16."""
 
     @staticmethod
     def forward(x, w):
         return (x @ w).to(x.dtype)  # bug: undoes autocast
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -243,16 +227,8 @@ class WrongDtypeUnderAutocast(torch.autograd.Function):
         return dx, (x.T.to(g.dtype) @ g).to(w.dtype) if ctx.needs_input_grad[1] else None
 
 
-class GradientNobodyAskedFor(torch.autograd.Function):
+class GradientNobodyAskedFor(MatMul):
     """y = x @ w; backward ignores ctx.needs_input_grad and computes both gradients every time."""
-
-    @staticmethod
-    def forward(x, w):
-        return x @ w
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -290,17 +266,13 @@ def straight_through_reference(x):
     return x + (x.round() - x).detach()
 
 
-class ReusesInputBufferForGrad(torch.autograd.Function):
+class ReusesInputBufferForGrad(SavesInputs):
     """y = a * b; backward writes dB into a's memory "to save an allocation": with the same tensor as a and b the
     second gradient reads the overwritten value (the pattern of pytorch #183604)."""
 
     @staticmethod
     def forward(a, b):
         return a * b
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -310,8 +282,8 @@ class ReusesInputBufferForGrad(torch.autograd.Function):
         return da, db
 
 
-class ViewOfIncomingGrad(torch.autograd.Function):
-    """y = 2x; backward flattens the incoming gradient with .view, which fails on a non-contiguous one."""
+class Double(torch.autograd.Function):
+    """A base for the zoo: y = 2x, its input's shape kept on ctx."""
 
     @staticmethod
     def forward(x):
@@ -321,22 +293,18 @@ class ViewOfIncomingGrad(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         ctx.shape = inputs[0].shape
 
+
+class ViewOfIncomingGrad(Double):
+    """y = 2x; backward flattens the incoming gradient with .view, which fails on a non-contiguous one."""
+
     @staticmethod
     def backward(ctx, g):
         return (2 * g.view(-1)).view(ctx.shape)  # bug: .view needs a contiguous g (.reshape does not)
 
 
-class RandomOrderSum(torch.autograd.Function):
+class RandomOrderSum(MatMul):
     """y = x @ w; dW = sum_i x_i^T g_i accumulated over the rows in a random order (as atomics would): right to
     rounding, but two backward passes differ in the last bits."""
-
-    @staticmethod
-    def forward(x, w):
-        return x @ w
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -494,15 +462,7 @@ def test_old_style_function_without_vmap_is_checked_and_what_it_cannot_do_is_not
         assert by_check[check].status == "passed", check
 
 
-class RaisesInBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return 2 * x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
+class RaisesInBackward(Double):
     @staticmethod
     def backward(ctx, g):
         raise ZeroDivisionError("boom in backward")
