@@ -15,6 +15,7 @@ re-exported here.
 
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -81,16 +82,16 @@ class Report:
 
 
 def check_function(
-    fn,
-    reference,
-    make_inputs,
+    fn: Callable,
+    reference: Callable,
+    make_inputs: Callable,
     *,
-    dtypes=(torch.float32, torch.float64),
-    devices=("cpu",),
-    checks=None,
-    functions=(),
-    kinks=(),
-    batch_args=(0,),
+    dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
+    devices: Sequence[str | torch.device] = ("cpu",),
+    checks: Sequence[str] | None = None,
+    functions: Sequence[type] = (),
+    kinks: Sequence[str] = (),
+    batch_args: Sequence[int] = (0,),
     seed: int = 0,
     name: str | None = None,
 ) -> Report:
@@ -144,7 +145,7 @@ def _run(check: str, case: Case) -> Result:
         tally.failures.append(f"raised {type(e).__name__}: {_first_line(e)} (at {where.name}:{where.lineno})")
     seconds = time.perf_counter() - start
     note = "; ".join(tally.failures + [f"warning: {w}" for w in tally.warnings] + tally.notes)
-    measured = status != "n/a" and tally.rtol is not None or check == "deterministic"
+    measured = status != "n/a" and tally.rtol is not None
     tolerance = TOLERANCE_TEXT.get(check) or (f"rel {tally.rtol:g}" if tally.rtol is not None else "")
     return Result(
         check,
