@@ -86,9 +86,29 @@ def net_loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.G
     for name, (x, w1, b1, w2, b2) in net_inputs(dtype, device, generator).items():
         y = torch.randint(0, w2.shape[1], (x.shape[0],), device=device, generator=generator)
         samples[name] = (x, w1, b1, w2, b2, y)
-    x, w1, b1, w2, b2, y = samples["general"]
-    samples["logits 1e4"] = (x, w1, b1, w2 * 1e4, b2, y)
+    samples["logits 1e4"] = _huge_logits(*samples["general"][:5], generator)
     return samples
+
+
+def _huge_logits(x, w1, b1, w2, b2, generator, gap=20.0):
+    """The sample with w2 and b2 redrawn so that the logits s2 are ~1e4, every row's top two at least `gap` apart, and every
+    label wrong (not the row's largest logit).
+
+    At 1e4 the logits carry float32 rounding of ~1e-3, which either side rounds its own way: near a tie, or for a
+    right and confident row (gradient ~ exp(-gap)), that rounding alone moves the gradient by more than 1e-5 of
+    itself. Away from those, the gradients are O(1) and well conditioned.
+    """
+    for _ in range(100):
+        w2 = torch.randn(w2.shape, dtype=w2.dtype, device=w2.device, generator=generator) * 1e4
+        b2 = torch.randn(b2.shape, dtype=b2.dtype, device=b2.device, generator=generator) * 1e4  # rows with x2 = 0
+        s2 = reference_net(x, w1, b1, w2, b2)
+        top2 = s2.topk(2, dim=1).values
+        if (top2[:, 0] - top2[:, 1]).min() >= gap:
+            break
+    else:
+        raise AssertionError("could not draw logits of 1e4 without near ties")
+    y = (s2.argmax(dim=1) + 1) % s2.shape[1]  # never the largest logit
+    return x, w1, b1, w2, b2, y
 
 
 # What each cross-check runs: fn, reference, make_inputs and the options of check_function.
