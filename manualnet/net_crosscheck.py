@@ -91,8 +91,8 @@ def net_loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.G
 
 
 def _huge_logits(x, w1, b1, w2, b2, generator, gap=20.0):
-    """The sample with w2 and b2 redrawn so that the logits s2 are ~1e4, every row's top two at least `gap` apart, and every
-    label wrong (not the row's largest logit).
+    """The sample with w2 and b2 redrawn so that the logits s2 are ~1e4, every row's top two at least `gap` apart,
+    and every label wrong (not the row's largest logit).
 
     At 1e4 the logits carry float32 rounding of ~1e-3, which either side rounds its own way: near a tie, or for a
     right and confident row (gradient ~ exp(-gap)), that rounding alone moves the gradient by more than 1e-5 of
