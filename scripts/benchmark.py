@@ -178,9 +178,10 @@ def floor_products(x: torch.Tensor, w1: torch.Tensor, ds1: torch.Tensor) -> dict
     }
 
 
-def bench_shape(shape: tuple[int, int, int, int], device: torch.device, reps: int, warmup: int) -> dict:
+def bench_shape(shape: tuple[int, int, int, int], device: torch.device, reps: int, warmup: int, tf32s: tuple) -> list:
     """Step times of the four variants (with and without SGD), the compiled training step, the GEMM floor and saved
-    bytes for one shape.
+    bytes for one shape: one row per TF32 setting in tf32s (None on a CPU), the same compiled functions timed under
+    each (cuBLAS reads the setting at every call).
 
     floor_ms: for each of the two large products, the fastest of its layouts (floor_products), summed. No
     implementation of the step can beat it by more than noise: it does both products and more."""
@@ -208,8 +209,26 @@ def bench_shape(shape: tuple[int, int, int, int], device: torch.device, reps: in
         fns[v] = make_step(loss_fns[v], params, x, y)
         fns[f"{v}_sgd"] = make_step(loss_fns[v], params, x, y, torch.optim.SGD(params, lr=SGD_LR, momentum=0.9))
     fns["manual_compiled_step"] = make_compiled_step(manual_cs, x, y, device)
-    stats = {name: spread(s) for name, s in interleaved(fns, device, reps, warmup).items()}
+    counted = {
+        "manual": saved_bytes(loss_fns["manual"], x, y, list(manual.parameters())),
+        "autograd": saved_bytes(loss_fns["autograd"], x, y, list(ref.parameters())),
+    }
+    rows = []
+    for tf32 in tf32s:
+        if tf32 is not None:
+            set_tf32(tf32)
+        stats = {name: spread(s) for name, s in interleaved(fns, device, reps, warmup).items()}
+        row = step_row(shape, stats, list(products), counted)
+        row["tf32"] = tf32
+        if device.type == "cuda":
+            row["peak_bytes"] = {v: peak_bytes(fns[v], list(models[v].parameters()), device) for v in VARIANTS}
+        rows.append(row)
+    return rows
 
+
+def step_row(shape: tuple[int, int, int, int], stats: dict, products: list[str], counted: dict) -> dict:
+    """One shape's results: medians, the floor, ratios, saved bytes (counted: saved_bytes per impl), spreads."""
+    n, d, h, c = shape
     row = {"shape": {"N": n, "D": d, "H": h, "C": c}}
     for name in VARIANTS:
         row[f"{name}_ms"] = stats[name]["median"]
@@ -221,23 +240,17 @@ def bench_shape(shape: tuple[int, int, int, int], device: torch.device, reps: in
     row["floor_ms"] = fastest["s1"] + fastest["dW1"]
     row["manual_over_autograd"] = row["manual_ms"] / row["autograd_ms"]
     row["manual_over_floor"] = row["manual_ms"] / row["floor_ms"]
-    for impl, fn, params in (
-        ("manual", loss_fns["manual"], list(manual.parameters())),
-        ("autograd", loss_fns["autograd"], list(ref.parameters())),
-    ):
-        counted = saved_bytes(fn, x, y, params)
-        row[f"saved_bytes_{impl}"] = counted["unique"]
-        row[f"saved_bytes_{impl}_per_pack"] = counted["per_pack"]
-        row[f"saved_bytes_{impl}_activations"] = counted["activations"]
-        row[f"activations_per_example_{impl}"] = counted["activations"] / n  # bytes kept for backward per row of x
+    for impl, saved in counted.items():
+        row[f"saved_bytes_{impl}"] = saved["unique"]
+        row[f"saved_bytes_{impl}_per_pack"] = saved["per_pack"]
+        row[f"saved_bytes_{impl}_activations"] = saved["activations"]
+        row[f"activations_per_example_{impl}"] = saved["activations"] / n  # bytes kept for backward per row of x
     for v in VARIANTS:
         row[f"{v}_sgd_ms"] = stats[f"{v}_sgd"]["median"]
     row["manual_compiled_step_ms"] = stats["manual_compiled_step"]["median"]
     row["compiled_step_over_eager"] = row["manual_compiled_step_ms"] / row["manual_sgd_ms"]
     row["spread_ms"] = stats  # per callable: median, q1, q3, min, max
     row["gemm_gflop"] = 2 * 2 * n * d * h / 1e9  # the two large products of one step
-    if device.type == "cuda":
-        row["peak_bytes"] = {v: peak_bytes(fns[v], list(models[v].parameters()), device) for v in VARIANTS}
     return row
 
 
@@ -300,7 +313,7 @@ def optimiser_like_module(module, steps: int):
     return conf["optimizer"], conf["lr_scheduler"]["scheduler"]
 
 
-def lightning_fit(dm, device: torch.device, hidden: int, epochs: int) -> dict:
+def lightning_fit(dm, device: torch.device, hidden: int, epochs: int, compile: bool = False) -> dict:
     """A Lightning fit of `epochs` epochs with the CLI's callbacks and logger (into a temporary folder), each epoch's
     training part (start of the epoch to the end of its last batch, device synchronised) timed by a callback."""
     import lightning as L
@@ -329,7 +342,7 @@ def lightning_fit(dm, device: torch.device, hidden: int, epochs: int) -> dict:
                 self.val_acc.append(float(trainer.callback_metrics["val_acc"]))
 
     L.seed_everything(0, verbose=False)
-    model = TwoLayerClassifier(dm.input_shape, dm.num_classes, impl="manual", hidden=hidden)
+    model = TwoLayerClassifier(dm.input_shape, dm.num_classes, impl="manual", hidden=hidden, compile=compile)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
         # What lightning_ref.cli adds to the Trainer's defaults: a CSVLogger, ModelCheckpoint on val_acc (best + last),
@@ -363,6 +376,7 @@ def lightning_fit(dm, device: torch.device, hidden: int, epochs: int) -> dict:
         "images": len(dm.x_train),
         "batch_size": dm.batch_size,
         "hidden": hidden,
+        "compile": compile,
     }
 
 
@@ -669,7 +683,8 @@ def markdown(results: dict) -> str:
     if fit:
         lines += [
             "",
-            f"Lightning fit: {fit['images']:,} images, batch {fit['batch_size']}, H={fit['hidden']} "
+            f"Lightning fit{' (compiled step)' if fit['compile'] else ''}: {fit['images']:,} images, "
+            f"batch {fit['batch_size']}, H={fit['hidden']} "
             f"(training part of each epoch; the whole fit {fit['fit_s']:.1f} s)",
             "",
             "| epoch | train s | samples/s | val acc |",
@@ -740,6 +755,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--fit-epochs", type=int, help="instead of the benchmarks, time this many epochs of the Lightning fit"
     )
+    p.add_argument("--fit-compile", action="store_true", help="with --fit-epochs: the compiled step (compile=True)")
     # For the smoke test and quick experiments; not part of the documented benchmark.
     p.add_argument("--shapes", type=parse_shapes, help=argparse.SUPPRESS)
     p.add_argument("--dataloader-batches", type=int, help=argparse.SUPPRESS)
@@ -792,22 +808,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.fit_epochs is not None:
         results["fit"] = lightning_fit(
-            epoch_data(args.epoch_images, device), device, args.epoch_hidden, args.fit_epochs
+            epoch_data(args.epoch_images, device), device, args.epoch_hidden, args.fit_epochs, args.fit_compile
         )
-    tf32_settings = (False, True) if device.type == "cuda" else (None,)  # None: no TF32 on a CPU
-    for tf32 in tf32_settings if args.fit_epochs is None else ():
-        if tf32 is not None:
-            set_tf32(tf32)
-        for shape in shapes:
-            row = bench_shape(shape, device, reps, warmup)
-            row["tf32"] = tf32
+    tf32s = (False, True) if device.type == "cuda" else (None,)  # None: no TF32 on a CPU
+    for shape in shapes if args.fit_epochs is None else ():
+        for row in bench_shape(shape, device, reps, warmup, tf32s):
             results["steps"].append(row)
-            save()
             print(
-                f"# step {shape} tf32={tf32}: manual {row['manual_ms']:.3f} ms, autograd {row['autograd_ms']:.3f} ms",
+                f"# step {shape} tf32={row['tf32']}: manual {row['manual_ms']:.3f} ms, "
+                f"autograd {row['autograd_ms']:.3f} ms",
                 file=sys.stderr,
                 flush=True,
             )
+        save()
     if device.type == "cuda":
         set_tf32(False)
     if not args.no_epoch and args.fit_epochs is None:
