@@ -23,7 +23,8 @@
 # Python: the system python3 when it imports torch (the GPU machine's own), else .venv/bin/python. The project is not
 # pip-installed there: PYTHONPATH holds the repository root. A wheels/ folder in the repository (or $WHEELS) holding
 # jsonargparse and its dependencies is installed into a temporary folder on PYTHONPATH when jsonargparse is missing
-# (make one where there is network: pip download --dest wheels 'jsonargparse[signatures]>=4.27').
+# (make one where there is network: pip download --no-deps --dest wheels 'jsonargparse>=4.27' docstring-parser
+# typeshed-client).
 set -uo pipefail
 
 STEPS="tests gradients benchmark train train_compiled cli_train"
@@ -83,8 +84,9 @@ if ! "$PY" -c "import jsonargparse" >/dev/null 2>&1; then
     WHEELS="${WHEELS:-$ROOT/wheels}"
     if [ -d "$WHEELS" ]; then
         SITE="$(mktemp -d)"
-        if "$PY" -m pip install -q --no-index --find-links "$WHEELS" --target "$SITE" 'jsonargparse[signatures]' \
-            >"$DEST/wheels.log" 2>&1; then
+        # --no-deps: the wheels' own dependencies that lightning and torch already bring (PyYAML, typing-extensions)
+        # are found where they are; the wheels hold the rest (docstring-parser, typeshed-client).
+        if "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl >"$DEST/wheels.log" 2>&1; then
             export PYTHONPATH="$PYTHONPATH:$SITE"
         fi
     fi

@@ -22,12 +22,12 @@ def datamodule() -> ImageDataModule:
     return dm
 
 
-def weights_after_fit(compile: bool) -> dict[str, torch.Tensor]:
+def weights_after_fit(compile: bool, accelerator: str = "cpu") -> dict[str, torch.Tensor]:
     """w1, b1, w2, b2 after STEPS steps of SGD (Nesterov, weight decay, one-cycle schedule) from the seeded init."""
     dm = datamodule()
     model = TwoLayerClassifier(dm.input_shape, dm.num_classes, hidden=8, lr=0.5, compile=compile)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_steps=STEPS,
         logger=False,
@@ -37,7 +37,7 @@ def weights_after_fit(compile: bool) -> dict[str, torch.Tensor]:
     )
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == STEPS
-    return {name: p.detach().clone() for name, p in model.net.named_parameters()}
+    return {name: p.detach().cpu().clone() for name, p in model.net.named_parameters()}
 
 
 def assert_rel_close(got: dict, want: dict) -> None:
@@ -72,3 +72,16 @@ def test_compiled_steps_give_the_eager_steps_weights_and_run_the_hand_written_ba
 def test_compile_must_be_a_bool():
     with pytest.raises(ValueError, match=r"^compile: expected a bool, got 'yes'"):
         TwoLayerClassifier((3, 4, 4), 10, compile="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_steps_with_cuda_graphs_give_the_eager_steps_weights():
+    matmul = torch.backends.cuda.matmul
+    tf32 = matmul.allow_tf32
+    matmul.allow_tf32 = False  # the same float32 products on both sides
+    try:
+        compiled = weights_after_fit(compile=True, accelerator="cuda")
+        eager = weights_after_fit(compile=False, accelerator="cuda")
+    finally:
+        matmul.allow_tf32 = tf32
+    assert_rel_close(compiled, eager)
