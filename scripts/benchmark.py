@@ -2,33 +2,40 @@
 DataLoader. Results as a markdown table on stdout, JSON with --json, a plot with --plot (docs/performance.md).
 
     python scripts/benchmark.py --json runs/bench/benchmark.json --plot runs/bench/step_time.png
-    python scripts/benchmark.py --quick          # H=512 and H=2048 and the epoch comparison, fewer repetitions
+    python scripts/benchmark.py --quick   # the goal shapes (H=512, H=2048, N=D=H=64), the epochs; fewer repetitions
 
 Step time of one training step on x (N,D) float32, labels y (N,), C classes, for four variants:
     manual             TwoLayerNet.loss (the hand-written Functions), eager
     autograd           nn.Sequential(Flatten, Linear, ReLU, Linear) + F.cross_entropy, eager
     autograd_compiled  the same under torch.compile
     manual_compiled    TwoLayerNet.loss under torch.compile
-each timed as forward + backward (<variant>_ms) and as forward + backward + SGD step (<variant>_sgd_ms). The GEMM
-floor (floor_ms) is the time of the step's two large products alone, x @ w1 (N,D)@(D,H) and x^T @ ds1 (D,N)@(N,H):
-2*N*D*H multiply-adds each, every other part of the step is O(N*H + H*C + N*C). All callables are timed interleaved
-(round robin, the order rotated every repetition) after warm-up; the median is reported with the quartiles and the
-range. CPU times are perf_counter around the call; CUDA times are CUDA events around it, with TF32 off and on.
+each timed as forward + backward (<variant>_ms) and as forward + backward + SGD step (<variant>_sgd_ms); and the
+compiled training step (manual_compiled_step_ms: forward, backward and SGD step in one compiled function, CUDA graphs
+on a GPU, as TwoLayerClassifier(compile=True) runs it; compiled_step_over_eager against manual_sgd_ms).
+The GEMM floor (floor_ms): the step's two large products, s1 = x w1 (N,D)@(D,H) and dW1 = x^T dS1 (D,N)@(N,H),
+2*N*D*H multiply-adds each (every other part of the step is O(N*H + H*C + N*C)), each timed in every layout either
+implementation uses and transposed (floor_layouts_ms); the floor is the sum of each product's fastest layout, so no
+implementation of the step beats it by more than noise. All callables are timed interleaved (round robin, the order
+rotated every repetition) after warm-up, a fast one over several back-to-back calls per sample; the median is
+reported with the quartiles and the range. CPU times are perf_counter around the calls; CUDA times are CUDA events
+around them, with TF32 off and on.
 
 Saved-for-backward bytes are counted with torch.autograd.graph.saved_tensors_hooks during the forward: every tensor
 autograd (or our Functions' save_for_backward) packs is seen by the hook. saved_bytes_<impl> counts each distinct
 storage once, at its full size (a saved view keeps its whole storage alive; autograd saves ReLU's output x2 twice,
 as ReLU's result and as the second Linear's input, one storage); saved_bytes_<impl>_per_pack sums numel * itemsize
 over every pack; saved_bytes_<impl>_activations leaves out the storages of x, y and the parameters, which exist
-anyway: what remains is the memory held only for backward.
+anyway: what remains is the memory held only for backward; activations_per_example_<impl> is that divided by N.
 
 The epoch comparison trains one epoch of 50,000 CIFAR-sized uint8 images (generated: dataset="synthetic"), batch 512,
-H=512, augmentation on, three ways: the project's Lightning fit with the callbacks and logger the CLI uses
-(lightning_s: the second epoch of a two-epoch fit, first training batch to last, so neither the sanity check,
-validation nor the checkpoint write);
-a bare loop over the same pre-loaded uint8 tensors through the same batches (lightning_ref.data.TensorBatches:
-shuffle, crop/flip, normalise) with the same net, optimiser and schedule (bare_s); and torchvision PIL images
-through RandomCrop/RandomHorizontalFlip/ToTensor/Normalize in a DataLoader with one worker per core (dataloader_s).
+H=512, augmentation on, three ways, each --epoch-repeats times (3), interleaved; the medians and their ratios are
+reported, every run in runs_s: the project's Lightning fit with the callbacks and logger the CLI uses (lightning_s:
+the second epoch of a two-epoch fit, first training batch to last, so neither the sanity check, validation nor the
+checkpoint write); a bare loop over the same pre-loaded uint8 tensors through the same batches
+(lightning_ref.data.TensorBatches: shuffle, crop/flip, normalise) with the same net, optimiser and schedule (bare_s);
+and torchvision PIL images through RandomCrop/RandomHorizontalFlip/ToTensor/Normalize in a DataLoader at its best
+here (dataloader_s: the fastest of 0, 1, 2 workers, persistent or not, pinned memory on CUDA, each timed once first,
+in dataloader_configs_s; timed on the loader's second pass).
 """
 
 import argparse
