@@ -237,15 +237,15 @@ def test_cuda_asked_for_without_a_gpu_is_refused(capsys):
 # ---- the device check ---------------------------------------------------------------------------------------------
 
 
+def device_check(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "device_check.sh"), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
 def test_device_check_cpu_dry_run_of_the_train_step_writes_its_results_and_the_summary(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "device_check.sh"), "--cpu-dry-run", "--only", "train"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OUT": str(out)},
-        timeout=300,
-    )
+    proc = device_check("--cpu-dry-run", "--only", "train", env={**os.environ, "OUT": str(out)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     status = (out / "status.md").read_text()
     assert "| env | 0 |" in status and "| train | 0 |" in status
@@ -256,25 +256,12 @@ def test_device_check_cpu_dry_run_of_the_train_step_writes_its_results_and_the_s
     assert "## train" in summary and "| epoch | train s | samples/s | val acc |" in summary
 
 
-def test_device_check_refuses_an_unknown_step_before_any_work(tmp_path):
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "device_check.sh"), "--only", "train,gpu_burn"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
-    )
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--only", "train,gpu_burn"], "--only: unknown step 'gpu_burn'"), (["--gpu"], "unknown argument '--gpu'")],
+)
+def test_device_check_refuses_a_bad_argument_before_any_work(tmp_path, args, message):
+    proc = device_check(*args, env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")})
     assert proc.returncode == 2
-    assert "--only: unknown step 'gpu_burn'" in proc.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_device_check_refuses_an_unknown_argument_before_any_work(tmp_path):
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "device_check.sh"), "--gpu"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
-    )
-    assert proc.returncode == 2
-    assert "unknown argument '--gpu'" in proc.stderr
+    assert message in proc.stderr
     assert not (tmp_path / "out").exists()
