@@ -20,7 +20,7 @@ from manualnet.compare import compare
 # (6e-8) and 450k for float64 (2.2e-16: sums over many terms, and references that round differently), 4 units for
 # the 16-bit types (bf16 3.9e-3, fp16 4.9e-4), whose few bits leave little room between "same math" and "wrong".
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
-FAST_MODE_NUMEL = 50  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
+FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
 JACOBIAN_NUMEL = 10**6  # jacrev/jacfwd skip samples whose Jacobian has more entries than this
 
 
