@@ -91,8 +91,9 @@ def check_parses(args: list[str]) -> None:
     """SweepError with the CLI's own line unless manualnet-train parses `args` (unknown keys, unparsable values)."""
     from lightning_ref.cli import main
 
-    err = io.StringIO()
+    err, argv = io.StringIO(), sys.argv
     try:
+        sys.argv = ["manualnet-train"]  # main() parses its args; LightningCLI warns when sys.argv holds others too
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             main([*args, "--print_config"])
     except SystemExit as e:
@@ -100,6 +101,8 @@ def check_parses(args: list[str]) -> None:
             return
         lines = err.getvalue().strip().splitlines()
         raise SweepError(f"--set: a trial's options are refused: {lines[-1] if lines else e.code}") from None
+    finally:
+        sys.argv = argv
 
 
 def done_metrics(folder: Path) -> dict | None:
