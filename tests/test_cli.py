@@ -151,7 +151,7 @@ def other_shapes(path: Path, source: Path) -> Path:
 
 BAD = [
     (["--data.dataset", "imagenet"], "dataset: expected one of"),
-    (["--data.root", "{empty}"], "CIFAR-10 not found or incomplete at"),
+    (["--data.root", "{empty}"], "CIFAR-10 not found at"),
     (["--model.hidden", "0"], "hidden: expected an integer >= 1, got 0"),
     (["--model.lr", "0"], "lr: expected a number in (0.0, inf), got 0.0"),
     (["--model.lr", "-0.1"], "lr: expected a number in (0.0, inf), got -0.1"),
