@@ -1,0 +1,162 @@
+"""The two-layer net and its loss as custom autograd Functions, with the backward pass written by hand.
+
+Forward (docs/derivation.md, shapes for a batch of N rows):
+
+    s1 = x @ w1 + b1        (N,D)@(D,H) + (H,) -> (N,H)
+    x2 = max(0, s1)         (N,H)
+    s2 = x2 @ w2 + b2       (N,H)@(H,C) + (C,) -> (N,C)
+    L  = mean_i( -ln softmax(s2)[i, y_i] )
+
+The backward of each Function is the chain rule from the derivation, in matrix form, using only differentiable
+torch ops so that double backward (gradgradcheck) is exact. Both Functions use the `forward` + `setup_context`
+form with `generate_vmap_rule = True`, so `torch.func.grad` and `torch.func.vmap` work over them.
+"""
+
+import torch
+from torch import Tensor
+
+from manualnet.checks import autocast_dtype_of, check_labels, check_net_inputs, check_scores
+
+
+class TwoLayerNetFn(torch.autograd.Function):
+    """s2 = max(0, x @ w1 + b1) @ w2 + b2, returning (s2, x2); backward by hand."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+        s1 = torch.addmm(b1, x, w1)  # s1 = x w1 + b1     (N,D)@(D,H) -> (N,H)
+        x2 = s1.clamp_min_(0)  # x2 = max(0, s1)   (N,H), in place: s1 is not kept (no second N*H buffer)
+        # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C). w2 is read through a column-major copy (H*C values, cheap):
+        # with C small, the CPU matmul is about 2x faster that way than on row-major (H,C) (docs/performance.md).
+        s2 = torch.addmm(b2, x2, w2.T.contiguous().T)
+        # x2 is returned as a second output so that it can be saved as an output: saved intermediates would be
+        # constants to double backward and invisible to torch.func.
+        return s2, x2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, w1, b1, w2, b2 = inputs
+        _, x2 = output
+        # Saved, and why:
+        #   x2  for dw2 = x2^T ds2, and for the ReLU mask [s1 > 0] = [x2 > 0] (so s1 itself is not kept);
+        #   w2  for dx2 = ds2 w2^T;
+        #   x   for dw1 = x^T ds1 (an input: no copy is made), only when w1 needs a gradient;
+        #   w1  for dx = ds1 w1^T, only when x needs a gradient.
+        # b1 and b2 are not needed: d(s)/d(b) = 1.
+        need_x, need_w1 = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
+        ctx.set_materialize_grads(False)  # ds2 or dx2_out may be None: we skip the work instead of adding zeros
+
+    @staticmethod
+    def backward(ctx, ds2: Tensor | None, dx2_out: Tensor | None):
+        x, w1, w2, x2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        dx = dw1 = db1 = dw2 = db2 = None
+        if ds2 is not None:
+            if need_w2:
+                # dW2 = X2^T dS2   (H,N)@(N,C) -> (H,C), computed as (dS2^T X2)^T: with C small, the CPU matmul is
+                # about 4x faster in that order; the transpose is copied back to w2's contiguous layout.
+                dw2 = (ds2.T @ x2).T.contiguous()
+            if need_b2:
+                db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
+        if not (need_x or need_w1 or need_b1):
+            return dx, dw1, db1, dw2, db2  # nothing below the ReLU was asked for: no dX2, no dS1
+        dx2 = dx2_out  # a gradient arriving on the x2 output itself (only in double backward)
+        if ds2 is not None:
+            dx2_s2 = ds2 @ w2.T  # dX2 = dS2 W2^T       (N,C)@(C,H) -> (N,H)
+            dx2 = dx2_s2 if dx2 is None else dx2 + dx2_s2
+        if dx2 is None:
+            return dx, dw1, db1, dw2, db2
+        # dS1 = dX2 * [S1 > 0] = dX2 * [X2 > 0]   (N,H); the kink s1 == 0 gets 0, as torch's ReLU. threshold_backward
+        # is exactly this mask-and-multiply in one pass (differentiable in dX2 for double backward); written as
+        # dx2 * (x2 > 0) the bool-times-float product takes a slow casting loop, 3-5x slower on CPU.
+        ds1 = torch.ops.aten.threshold_backward(dx2, x2, 0)
+        if need_w1:
+            dw1 = x.T @ ds1  # dW1 = X^T dS1          (D,N)@(N,H) -> (D,H)
+        if need_b1:
+            db1 = ds1.sum(0)  # db1 = sum_i dS1[i]    (N,H) -> (H,)
+        if need_x:
+            dx = ds1 @ w1.T  # dX = dS1 W1^T          (N,H)@(H,D) -> (N,D)
+        return dx, dw1, db1, dw2, db2
+
+
+class SoftmaxCrossEntropyFn(torch.autograd.Function):
+    """L = mean_i( -ln softmax(s2)[i, y_i] ); backward dL/ds2 = (P - Y) / N by hand."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(s2: Tensor, y: Tensor) -> Tensor:
+        # -ln p_y = logsumexp(s2) - s2_y, with the row max m subtracted before exp so that exp never overflows.
+        m = s2.amax(dim=1, keepdim=True)  # (N,1)
+        lse = m.squeeze(1) + (s2 - m).exp().sum(dim=1).log()  # ln sum_j exp(s_j)   (N,)
+        s2_y = s2.gather(1, y.unsqueeze(1)).squeeze(1)  # s_{y_i}   (N,)
+        return (lse - s2_y).mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        s2, y = inputs
+        # Saved: s2 (an input) to recompute P in backward, and y for the one-hot Y. P is recomputed rather than
+        # kept from forward so that double backward sees it as a function of s2.
+        ctx.save_for_backward(s2, y)
+
+    @staticmethod
+    def backward(ctx, dloss: Tensor):
+        s2, y = ctx.saved_tensors
+        n, c = s2.shape
+        p = torch.softmax(s2, dim=1)  # P = softmax(S2)   (N,C)
+        y_onehot = torch.arange(c, device=y.device) == y.unsqueeze(1)  # Y   (N,C), one 1 per row
+        ds2 = (p - y_onehot.to(p.dtype)) * (dloss / n)  # dL/dS2 = (P - Y) / N   (N,C)
+        return ds2, None
+
+
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast would give a matmul on x's device, or None when autocast is off there."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _as_intermediates(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Under torch.compile, views of the tensors (free once compiled); otherwise the tensors themselves.
+
+    Dynamo inlines a Function's forward, and so differentiates it with autograd instead of running our backward,
+    when its inputs are the very inputs of a torch.func.grad (pytorch #193279); a view makes them intermediates.
+    """
+    if torch.compiler.is_compiling():
+        return tuple(t.view_as(t) for t in tensors)
+    return tensors
+
+
+def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """Class scores s2 = max(0, x @ w1 + b1) @ w2 + b2 for x (N,D), w1 (D,H), b1 (H,), w2 (H,C), b2 (C,).
+
+    Under torch.autocast the inputs are cast as nn.Linear's would be (to the autocast dtype of x's device).
+    Raises ValueError / TypeError naming the argument on any shape, dtype or device mismatch.
+    """
+    cast = _autocast_dtype(x) if isinstance(x, Tensor) else None
+    check_net_inputs(x, w1, b1, w2, b2, autocast=cast)
+    if cast is not None:
+        x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
+        with torch.autocast(x.device.type, enabled=False):
+            s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
+        return s2
+    s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
+    return s2
+
+
+def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
+    """Batch mean of -ln softmax(s2)[i, y_i] for scores s2 (N,C) and int64 labels y (N,) in [0, C).
+
+    Under torch.autocast the scores are computed in float32, as F.cross_entropy does.
+    """
+    check_scores(s2)  # before reading s2.shape
+    check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
+    if _autocast_dtype(s2) is not None:
+        with torch.autocast(s2.device.type, enabled=False):
+            (s2,) = _as_intermediates(s2.float() if s2.dtype != torch.float64 else s2)
+            return SoftmaxCrossEntropyFn.apply(s2, y)
+    (s2,) = _as_intermediates(s2)
+    return SoftmaxCrossEntropyFn.apply(s2, y)
