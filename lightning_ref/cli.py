@@ -1,8 +1,12 @@
 """manualnet-train: the LightningCLI that trains TwoLayerClassifier on ImageDataModule (fit / validate / test).
 
-    manualnet-train fit --config configs/cifar10.yaml                      # train, then test the best checkpoint
-    manualnet-train fit --config configs/cifar10.yaml --ckpt_path runs/cifar10/version_0/checkpoints/last.ckpt
-    manualnet-train fit --print_config                                      # every option with its default
+    manualnet-train fit                                          # CIFAR-10 by its recipe, then test the best checkpoint
+    manualnet-train fit --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
+    manualnet-train fit --ckpt_path runs/manualnet/version_0/checkpoints/last.ckpt
+    manualnet-train fit --data.dataset mnist --print_config       # every option, as the mnist recipe sets it
+
+Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
+says so on stderr; options given on the command line override it, and --config FILE replaces it.
 
 Every run writes into a new folder runs/<name>/version_<k> (CSVLogger): metrics.csv, config.yaml,
 checkpoints/{best-*.ckpt,last.ckpt}, and after fit: metrics.json, curves.png, w1.png. A resumed run (--ckpt_path)
@@ -10,6 +14,7 @@ gets a new folder too, so nothing saved before is ever overwritten. A bad option
 checkpoint stops the run before any work with one line on stderr and exit code 2.
 """
 
+import inspect
 import json
 import math
 import os
@@ -26,6 +31,9 @@ from lightning_ref.callbacks import GradientCrossCheck, RunRecorder
 from lightning_ref.data import DataMissingError, ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
+
+RECIPES = Path(__file__).with_name("recipes")  # one <dataset>.yaml per data set, shipped as package data
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # The keys every Lightning checkpoint of this model holds; a file without them is not one of ours.
 CKPT_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
@@ -162,9 +170,33 @@ def _number(v: object) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def with_recipe(args: list[str]) -> list[str]:
+    """`args` with the packaged recipe of the data set they name (--data.dataset, else the data module's default)
+    as the subcommand's first --config, when they give no --config; says on stderr which recipe that is. Unchanged
+    when there is no subcommand or no recipe for the name (the data module then says which data sets exist)."""
+    sub = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None)
+    if sub is None or any(a in ("--config", "-c") or a.startswith("--config=") for a in args):
+        return args
+    dataset = inspect.signature(ImageDataModule).parameters["dataset"].default
+    for a, b in zip(args, [*args[1:], None], strict=True):
+        if a == "--data.dataset" and b is not None:
+            dataset = b
+        elif a.startswith("--data.dataset="):
+            dataset = a.split("=", 1)[1]
+    recipe = RECIPES / f"{dataset}.yaml"
+    if not recipe.is_file():
+        return args
+    print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
+    return [*args[: sub + 1], "--config", str(recipe), *args[sub + 1 :]]
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point manualnet-train: fit, validate or test; a bad setup exits 2 with one line on stderr."""
     recorder = RunRecorder()
+    if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
+        sys.argv[1:] = with_recipe(sys.argv[1:])
+    else:
+        args = with_recipe(list(args))
     try:
         ManualNetCLI(
             TwoLayerClassifier,
@@ -175,6 +207,7 @@ def main(args: list[str] | None = None) -> None:
                     "class_path": "lightning.pytorch.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs", "name": "manualnet"},
                 },
+                "devices": 1,  # not Lightning's "auto" (every GPU): several devices change the global batch (DDP)
             },
             auto_configure_optimizers=False,
             # parse errors come to us as ArgumentError: one line below

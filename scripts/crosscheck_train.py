@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             root=args.root,
             batch_size=args.batch_size,
             val_size=args.train_size // 5 if args.dataset == "synthetic" else 5000,
-            augment=False,  # the same batches for both either way; plain data keeps the run short and easy to read
             download=args.download,
             seed=args.seed,
             synthetic_train=args.train_size,
