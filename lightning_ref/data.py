@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -34,7 +35,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from lightning_ref.sources import DataFileError, decode_split, find, is_cifar, source_of, split_names
-from manualnet.checks import check_int, check_labels
+from manualnet.checks import UsageError, check_int, check_labels
 
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a network that swallows packets fails instead of hanging
 CACHE_VERSION = 2  # bump when the cached layout changes
@@ -186,7 +187,8 @@ class ImageDataModule(L.LightningDataModule):
     window of the image zero-padded by crop_pad pixels (0: no crop), `flip` mirrors half the images left-right (refused
     for MNIST, whose digits it would change). The last incomplete training batch is dropped (every step has the full
     batch); evaluation keeps every sample, and under DDP every rank evaluates the whole split (exact metrics with no
-    padded duplicates; cheap next to training). val_size=0 turns validation off.
+    padded duplicates; cheap next to training). val_size=0 turns validation off. predict_dataloader() gives the
+    images of `predict_split` ("test", "val" or "train") in order, as the test split's are given.
     "synthetic": CIFAR-shaped images of 10 classes (class colour patterns plus noise), `synthetic_train` for training
     (validation included) and `synthetic_test` for testing, generated from `seed`.
     """
@@ -205,10 +207,11 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: int = 1024,
         synthetic_train: int = 10000,
         synthetic_test: int = 2000,
+        predict_split: Literal["test", "val", "train"] = "test",
     ) -> None:
         super().__init__()
         if dataset not in SPECS:
-            raise ValueError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
+            raise UsageError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
         for name, path in (("root", root), ("cache_dir", cache_dir)):
             if not isinstance(path, (str, os.PathLike)) and not (name == "cache_dir" and path is None):
                 raise TypeError(f"{name}: expected a path (str), got {path!r}")
@@ -219,19 +222,26 @@ class ImageDataModule(L.LightningDataModule):
         check_int("crop_pad", crop_pad, 0)
         side = min(spec.input_shape[1:])
         if crop_pad >= side:  # a window could then land wholly in the padding: an all-zero image
-            raise ValueError(f"crop_pad: expected less than the image side {side} of {spec.name}, got {crop_pad}")
+            raise UsageError(f"crop_pad: expected less than the image side {side} of {spec.name}, got {crop_pad}")
         check_int("seed", seed, 0)
         check_int("synthetic_train", synthetic_train, 1)
         check_int("synthetic_test", synthetic_test, 1)
         _check_bool("flip", flip)
         _check_bool("download", download)
+        if predict_split not in ("test", "val", "train"):
+            raise UsageError(f"predict_split: expected 'test', 'val' or 'train', got {predict_split!r}")
+        if predict_split == "val" and val_size == 0:
+            raise UsageError(
+                "predict_split: expected 'test' or 'train' when val_size is 0 (no validation images), got 'val'"
+            )
         if flip and spec.no_flip:
-            raise ValueError(f"flip: expected false for {spec.name} ({spec.no_flip}), got true")
+            raise UsageError(f"flip: expected false for {spec.name} ({spec.no_flip}), got true")
         self.dataset, self.root, self.spec = dataset, str(root), spec
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.crop_pad, self.flip, self.download, self.seed = crop_pad, flip, download, seed
         self.synthetic_train, self.synthetic_test = synthetic_train, synthetic_test
+        self.predict_split = predict_split
         self.num_classes: int = self.spec.num_classes
         self.input_shape: tuple[int, int, int] = self.spec.input_shape
         self.mean: Tensor | None = None
@@ -263,7 +273,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.x_train is None:
             x, y = self._generate(True) if self.spec.cls is None else self._load_split(True, download=False)
             if self.val_size >= len(x):
-                raise ValueError(
+                raise UsageError(
                     f"val_size: expected fewer than the {len(x)} training images of {self.dataset}, got {self.val_size}"
                 )
             order = torch.randperm(len(x), generator=_generator(self.seed, VAL_STREAM))
@@ -276,19 +286,25 @@ class ImageDataModule(L.LightningDataModule):
             self.mean, self.std = _channel_stats(self.x_train)
             for name in ("y_train", "y_val", "y_test"):  # the labels' range, once per data set (not in every step)
                 check_labels(getattr(self, name), len(getattr(self, name)), self.num_classes, torch.device("cpu"), name)
+        if stage in ("fit", None):  # before any step: a batch larger than the training split
+            self._check_batch_size(self.trainer.world_size if self.trainer is not None else 1)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         device = device if device.type == "cuda" else torch.device("cpu")
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
             setattr(self, name, getattr(self, name).to(device))
 
-    def train_dataloader(self) -> TensorBatches:
-        """Shuffled, augmented batches of batch_size; under DDP this rank's share of each global batch."""
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+    def _check_batch_size(self, world: int) -> None:
+        """UsageError unless one global batch (batch_size per process) fits in the training images."""
         if self.batch_size * world > len(self.x_train):
-            raise ValueError(
+            raise UsageError(
                 f"batch_size: expected at most {len(self.x_train) // world} (the {len(self.x_train)} training images "
                 f"over {world} process(es)), got {self.batch_size}"
             )
+
+    def train_dataloader(self) -> TensorBatches:
+        """Shuffled, augmented batches of batch_size; under DDP this rank's share of each global batch."""
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        self._check_batch_size(world)
         return TensorBatches(
             self.x_train,
             self.y_train,
@@ -313,6 +329,12 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         """The test split in order."""
         return TensorBatches(self.x_test, self.y_test, self.eval_batch_size, self.mean, self.std)
+
+    def predict_dataloader(self) -> TensorBatches:
+        """The images of predict_split in order (train: the training images left after the validation hold-out,
+        not shuffled or augmented)."""
+        x, y = getattr(self, f"x_{self.predict_split}"), getattr(self, f"y_{self.predict_split}")
+        return TensorBatches(x, y, self.eval_batch_size, self.mean, self.std)
 
     # ---- the files and the cache --------------------------------------------------------------------------------
 
