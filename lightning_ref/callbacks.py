@@ -140,9 +140,8 @@ class RunRecorder(L.Callback):
         self.samples = 0
         self.wall_s = 0.0
         self._t0 = 0.0
-        self._trained = (
-            -1
-        )  # the last epoch this process trained (a resumed fit's earlier rows come from its checkpoint)
+        # The last epoch this process trained (a resumed fit's earlier rows come from its checkpoint).
+        self._trained: int | None = None
 
     def record(self, trainer: L.Trainer, epoch: int) -> None:
         """Write (or update) the row of `epoch` from the metrics the run has logged."""

@@ -192,12 +192,13 @@ class ManualNetCLI(LightningCLI):
         trainer.callbacks.append(rec)
         if trainer.loggers:  # LearningRateMonitor needs a logger; the run's history records the rate anyway
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
-        rec.run_dir = run_dir = run_folder(trainer)
+        run_dir = run_folder(trainer)
         if trainer.is_global_zero:
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise UsageError(f"trainer.logger: the run folder {run_dir} exists already; pick another version/name")
-            for option, folder in (("trainer.default_root_dir", Path(trainer.default_root_dir)), ("", run_dir)):
-                check_writable(option or "trainer.logger", folder)
+            check_writable("trainer.default_root_dir", Path(trainer.default_root_dir))
+            check_writable("trainer.logger", run_dir)
+        rec.run_dir = run_dir  # new: a failed setup may discard it
         config_cb = next((c for c in trainer.callbacks if isinstance(c, RunConfig)), None)
         if config_cb is not None:
             config_cb.run_dir = run_dir

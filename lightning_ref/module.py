@@ -120,7 +120,7 @@ class TwoLayerClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A resumed fit continues the checkpoint's learning-rate schedule: refuse it (before any step or sanity
         check; the data is set up by now) unless its length is this run's number of optimizer steps."""
-        if self.trainer.state.fn != "fit" or not checkpoint.get("lr_schedulers"):
+        if self._trainer is None or self.trainer.state.fn != "fit" or not checkpoint.get("lr_schedulers"):
             return
         state = checkpoint["lr_schedulers"][0]
         planned = state.get("total_steps", state.get("T_max"))
