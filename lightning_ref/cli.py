@@ -234,7 +234,12 @@ class ManualNetCLI(LightningCLI):
             "hidden": hp.hidden,
             "test_acc": _number(tested[0].get("test_acc")) if tested else None,
             "tested_ckpt": (best or "the final weights") if tested else None,
-            "val_acc": _number(ckpt_cb.best_model_score) if ckpt_cb is not None else None,
+            # the best checkpoint's score: its val_acc when (as by default) val_acc is the monitored metric
+            "monitor": ckpt_cb.monitor if ckpt_cb is not None else None,
+            "best_score": _number(ckpt_cb.best_model_score) if ckpt_cb is not None else None,
+            "val_acc": _number(ckpt_cb.best_model_score)
+            if ckpt_cb is not None and ckpt_cb.monitor == "val_acc"
+            else None,
             "train_loss": last.get("train_loss"),
             "wall_s": round(rec.wall_s, 3),
             "samples_per_s": round(rec.samples / rec.wall_s, 1) if rec.wall_s > 0 else None,

@@ -25,6 +25,10 @@ def fit(root: Path, *extra: str) -> None:
         ["fit", "--data.dataset", "cifar10", "--data.root", str(root), "--data.download", "false"]
         + ["--data.batch_size", "50", "--data.val_size", "100", "--model.hidden", "16", "--model.lr", "0.05"]
         + ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
+        # "Best" by the highest val_loss: epoch 0's (val_loss falls here), from before the stop, so a resumed run
+        # must carry it over from the stopped run to end with the same best. save_top_k -1: Lightning writes
+        # last.ckpt only along with a top-k checkpoint, and the last epoch must be in last.ckpt.
+        + ["--checkpoint.monitor", "val_loss", "--checkpoint.mode", "max", "--checkpoint.save_top_k", "-1"]
         + list(extra)
     )
 
@@ -53,14 +57,15 @@ def runs(fake_cifar10, tmp_path, monkeypatch):
     return fake_cifar10
 
 
-RECORD = ("epochs", "history", "val_acc", "test_acc", "train_loss")
+RECORD = ("epochs", "history", "best_score", "test_acc", "train_loss")
 
 
 def same_record(resumed: Path, straight: Path) -> None:
     """The resumed run's metrics.json tells the uninterrupted run's story: every epoch's figures, the best checkpoint
-    (its name, in the resumed run's own folder) and its val_acc and test_acc."""
+    (its name, in the resumed run's own folder), its score and test_acc."""
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (resumed, straight))
     assert [h["epoch"] for h in a["history"]] == [0, 1, 2]
+    assert torch.load(a["best_ckpt"], weights_only=True)["epoch"] == 0  # the best from before the stop
     assert {k: a[k] for k in RECORD} == {k: b[k] for k in RECORD}
     assert Path(a["best_ckpt"]).name == Path(b["best_ckpt"]).name
     assert Path(a["best_ckpt"]) == (resumed / "checkpoints" / Path(b["best_ckpt"]).name).resolve()
@@ -108,7 +113,7 @@ def test_a_moved_checkpoint_resumes_to_the_end_with_its_best_or_says_that_the_be
     assert len(note) == 1 and "the best is tracked again from the resumed epochs" in note[0]
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (run_dir(1), straight))
     assert a["history"] == b["history"]  # the history travels in the checkpoint itself
-    assert a["val_acc"] == max(h["val_acc"] for h in a["history"][1:])  # the best of the epochs after the stop
+    assert a["best_score"] == max(h["val_loss"] for h in a["history"][1:])  # the best of the epochs after the stop
     assert Path(a["best_ckpt"]).parent == (run_dir(1) / "checkpoints").resolve() and Path(a["best_ckpt"]).is_file()
 
 
