@@ -324,12 +324,10 @@ def test_bad_input_exits_2_with_one_line_and_leaves_saved_files_alone(
     runs = saved_run.parent
     before = file_hashes(runs)
     capsys.readouterr()
+    for step in ("training_step", "validation_step"):  # refused before any step, the sanity check's included
+        monkeypatch.setattr(TwoLayerClassifier, step, lambda *a, step=step: pytest.fail(f"{step} ran"))
     if not needs_data:  # refused before prepare_data: no download or decode started
-
-        def prepare_data(self):
-            raise AssertionError("prepare_data ran before the bad option was refused")
-
-        monkeypatch.setattr(ImageDataModule, "prepare_data", prepare_data)
+        monkeypatch.setattr(ImageDataModule, "prepare_data", lambda self: pytest.fail("prepare_data ran"))
     with pytest.raises(SystemExit) as exit_:
         main(["fit", *cifar_args(fake_cifar10), *TINY, "--trainer.enable_progress_bar", "false", *args])
     assert exit_.value.code == 2
