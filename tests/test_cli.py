@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ref.cli import main
+from lightning_ref.cli import PreloadedCheckpointIO, check_checkpoint, main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
+from manualnet.checks import UsageError
 from manualnet.functional import TwoLayerNetFn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -394,3 +395,16 @@ def test_w1_picture_shows_at_most_max_units_and_grey_for_one_channel(tmp_path):
     a, b, c = (pixels(tmp_path / f"{n}.png") for n in "abc")
     assert (a == b).all() and not (a == c).all()
     assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()  # grey: R = G = B everywhere
+
+
+def test_checkpoints_are_read_with_weights_only_whatever_the_caller_or_the_environment_says(tmp_path, monkeypatch):
+    from fractions import Fraction
+    from pickle import UnpicklingError
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch.load's default would turn to False
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "object": Fraction(1, 3)}, path)  # an object weights_only refuses to unpickle
+    with pytest.raises(UnpicklingError, match="Weights only load failed"):
+        PreloadedCheckpointIO({}).load_checkpoint(path, weights_only=False)  # Trainer's restore and test read here
+    with pytest.raises(UsageError, match="torch.load with weights_only=True raised UnpicklingError"):
+        check_checkpoint(str(path))

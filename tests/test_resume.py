@@ -9,6 +9,7 @@ gradient cross-check on as by default), in tmp_path as the working directory, so
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -72,13 +73,21 @@ def same_record(resumed: Path, straight: Path) -> None:
     assert Path(a["best_ckpt"]).is_file()
 
 
-def test_a_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one_with_its_history_and_best(runs, capsys):
+def test_a_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one_with_its_history_and_best(runs, capsys, monkeypatch):
     stopped = torch.load(run_dir(1) / "checkpoints" / "last.ckpt", weights_only=True)
     assert stopped["epoch"] == 0 and stopped["global_step"] == 10  # stopped after the first of 3 epochs
     before = file_hashes(run_dir(1))
     capsys.readouterr()
+    reads, load = [], torch.load
 
-    fit(runs, "--ckpt_path", str(run_dir(1) / "checkpoints" / "last.ckpt"))
+    def counted_load(f, *args, **kwargs):
+        reads.append(os.path.realpath(f if isinstance(f, (str, os.PathLike)) else getattr(f, "path", f.name)))
+        return load(f, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "load", counted_load)
+        fit(runs, "--ckpt_path", str(run_dir(1) / "checkpoints" / "last.ckpt"))
+    assert reads.count(os.path.realpath(run_dir(1) / "checkpoints" / "last.ckpt")) == 1  # read once
 
     assert capsys.readouterr().out.splitlines()[-1] == f"metrics: {run_dir(2) / 'metrics.json'}"  # a new run folder
     straight = torch.load(run_dir(0) / "checkpoints" / "last.ckpt", weights_only=True)
