@@ -12,6 +12,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from _args import positive_int
 
 from lightning_ref.data import DataMissingError, ImageDataModule
 from lightning_ref.reference import reference_from, reference_weights
@@ -75,13 +76,6 @@ def format_rows(rows: list[dict]) -> str:
         drifts = " | ".join(f"{r[name]:.2e}" for name in NAMES)
         lines.append(f"| {r['epoch']} | {r['loss']:.4f} | {r['loss_diff']:.2e} | {drifts} |")
     return "\n".join(lines)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def positive_float(text: str) -> float:
