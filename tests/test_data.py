@@ -395,8 +395,14 @@ def test_fit_validate_and_test_run_on_the_batches_with_known_lengths_and_per_epo
         warnings.simplefilter("ignore")
         t.fit(model, dm)
         assert t.num_training_batches == 500 // 64 and t.num_val_batches == [math.ceil(100 / 64)]
-        assert t.validate(model, dm, verbose=False)[0]["val_loss"] > 0
-        assert t.test(model, dm, verbose=False)[0]["test_loss"] > 0 and t.num_test_batches == [math.ceil(200 / 64)]
+        val_loss = t.validate(model, dm, verbose=False)[0]["val_loss"]
+        test_loss = t.test(model, dm, verbose=False)[0]["test_loss"]
+        assert t.num_test_batches == [math.ceil(200 / 64)]
+    # Each split's logged loss is the mean over all of its images (every batch counted, by its size).
+    for logged, x, y in ((val_loss, dm.x_val, dm.y_val), (test_loss, dm.x_test, dm.y_test)):
+        x = (x.float() / 255 - dm.mean.view(1, 3, 1, 1)) / dm.std.view(1, 3, 1, 1)
+        with torch.no_grad():
+            assert logged == pytest.approx(F.cross_entropy(model.lin(x.flatten(1)), y).item(), rel=1e-5)
     # The batches of epoch e are those of set_epoch(e) without a trainer: a run resumed at e sees them again.
     for epoch in (0, 1):
         alone = ImageDataModule("cifar10", root=str(fake_cifar10), download=False, val_size=100, batch_size=64)

@@ -4,8 +4,11 @@ pulls it in today can disappear with that one's next release."""
 
 import ast
 import sys
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
