@@ -19,6 +19,7 @@ from conftest import fake_images, write_cifar, write_mnist
 from torch import nn
 
 from lightning_ref.data import DOWNLOAD_TIMEOUT_S, DataMissingError, ImageDataModule, TensorBatches, crop_flip
+from manualnet.checks import UsageError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -522,10 +523,12 @@ def test_non_bool_switches_raise_type_error(option):
         ImageDataModule("synthetic", **{option: "yes"})
 
 
-def test_batch_larger_than_the_training_split_raises_naming_batch_size():
+def test_batch_larger_than_the_training_split_raises_naming_batch_size_in_setup_for_fit():
     dm = ImageDataModule("synthetic", val_size=100, batch_size=300, synthetic_train=300, synthetic_test=10)
-    dm.setup()
-    with pytest.raises(ValueError, match=r"batch_size: expected at most 200 .*got 300"):
+    with pytest.raises(UsageError, match=r"batch_size: expected at most 200 .*got 300"):
+        dm.setup("fit")  # before any training step or sanity check
+    dm.setup("test")  # testing takes no training batch
+    with pytest.raises(UsageError, match=r"batch_size: expected at most 200 .*got 300"):
         dm.train_dataloader()
 
 
