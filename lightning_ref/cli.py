@@ -1,17 +1,23 @@
-"""manualnet-train: the LightningCLI that trains TwoLayerClassifier on ImageDataModule (fit / validate / test).
+"""manualnet-train: the LightningCLI that trains TwoLayerClassifier on ImageDataModule (fit, validate, test, predict).
 
     manualnet-train fit                                          # CIFAR-10 by its recipe, then test the best checkpoint
     manualnet-train fit --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
-    manualnet-train fit --ckpt_path runs/manualnet/version_0/checkpoints/last.ckpt
+    manualnet-train fit --ckpt_path runs/manualnet/version_0/checkpoints/last.ckpt   # resume, history and best kept
+    manualnet-train fit --test false --trainer.logger false       # no test after the fit, no logger
+    manualnet-train predict --ckpt_path C                         # predictions.csv of the test split
     manualnet-train fit --data.dataset mnist --print_config       # every option, as the mnist recipe sets it
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
 says so on stderr; options given on the command line override it, and --config FILE replaces it.
 
-Every run writes into a new folder runs/<name>/version_<k> (CSVLogger): metrics.csv, config.yaml,
-checkpoints/{best-*.ckpt,last.ckpt}, and after fit: metrics.json, curves.png, w1.png. A resumed run (--ckpt_path)
-gets a new folder too, so nothing saved before is ever overwritten. A bad option, missing data or an unusable
-checkpoint stops the run before any work with one line on stderr and exit code 2.
+Every run writes into a new folder under trainer.default_root_dir (runs/): the first logger's version folder when it
+is a CSV or TensorBoard logger (runs/manualnet/version_k with the default CSVLogger, whose save_dir follows
+default_root_dir), else default_root_dir/manualnet/version_k. It holds config.yaml, checkpoints/{best-*.ckpt,last.ckpt},
+the loggers' files, and after fit: metrics.json, curves.png, w1.png (from the run's own epoch history, whatever the
+loggers); after predict: predictions.csv. A resumed run (--ckpt_path) gets a new folder too, so nothing saved before
+is ever overwritten; it continues the checkpoint's history and best checkpoint. A usage error (a bad option, missing
+or bad data, an unusable checkpoint) stops the run before any work with one line on stderr and exit code 2; any
+other exception keeps its traceback.
 """
 
 import importlib
