@@ -104,13 +104,19 @@ class PreloadedCheckpointIO(TorchCheckpointIO):
 
 class RunConfig(SaveConfigCallback):
     """Saves the run's resolved config as config.yaml in its run folder (`run_dir`, set by the CLI), whatever the
-    loggers (Lightning's own SaveConfigCallback writes into trainer.log_dir, default_root_dir itself with no logger)."""
+    loggers (Lightning's own SaveConfigCallback writes into trainer.log_dir, default_root_dir itself with no logger),
+    in a form every subcommand accepts with --config."""
 
     run_dir: Path | None = None
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
+        # Without fit's own --test (metrics.json says whether the test ran), so that any subcommand takes the file:
+        # `manualnet-train test --config <run>/config.yaml --ckpt_path ...`.
+        config = self.config.clone()
+        if "test" in config:
+            del config["test"]
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, self.run_dir / "config.yaml", skip_none=False, multifile=self.multifile)
+        self.parser.save(config, self.run_dir / "config.yaml", skip_none=False, multifile=self.multifile)
 
 
 class ManualNetCLI(LightningCLI):
