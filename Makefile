@@ -17,7 +17,7 @@ test: install
 	$(PY) -m pytest -q
 
 train: install
-	$(PY) scripts/train.py fit --config configs/cifar10.yaml
+	$(PY) scripts/train.py fit --config lightning_ref/recipes/cifar10.yaml
 
 demo: install
 	$(PY) scripts/gradient_report.py

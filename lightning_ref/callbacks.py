@@ -1,5 +1,6 @@
-"""Callbacks: the live gradient cross-check against autograd, and a recorder of a run's time and samples."""
+"""Callbacks: the live gradient cross-check against autograd, and the run's own record (epoch history, time)."""
 
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from lightning_ref.reference import copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet
+from manualnet.checks import UsageError, check_int
 from manualnet.crosscheck import GradDiff, compare_all, format_table
 
 
@@ -43,13 +45,12 @@ class GradientCrossCheck(L.Callback):
         atol: float = 1e-8,
         on_mismatch: Literal["warn", "raise"] = "warn",
     ) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ValueError(f"every_n_steps: expected an integer >= 0 (0 = off), got {every_n_steps!r}")
+        check_int("every_n_steps", every_n_steps, 0)  # 0 = off
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {tol!r}")
+                raise UsageError(f"{name}: expected a number >= 0, got {tol!r}")
         if on_mismatch not in ("warn", "raise"):
-            raise ValueError(f"on_mismatch: expected 'warn' or 'raise', got {on_mismatch!r}")
+            raise UsageError(f"on_mismatch: expected 'warn' or 'raise', got {on_mismatch!r}")
         self.every_n_steps, self.rtol, self.atol, self.on_mismatch = every_n_steps, rtol, atol, on_mismatch
         self.worst_rel = 0.0  # the largest max_rel seen over the run, for metrics.json
         self.checks = 0  # how many steps were checked
@@ -66,7 +67,7 @@ class GradientCrossCheck(L.Callback):
             rank_zero_info("GradientCrossCheck: the model is not the manual impl; nothing to cross-check.")
             return
         if trainer.accumulate_grad_batches != 1:
-            raise ValueError(
+            raise UsageError(
                 f"GradientCrossCheck: needs trainer.accumulate_grad_batches 1, got {trainer.accumulate_grad_batches}"
                 " (turn the check off with crosscheck.every_n_steps 0)"
             )
@@ -115,33 +116,87 @@ class GradientCrossCheck(L.Callback):
 
 
 class RunRecorder(L.Callback):
-    """Records the fit's wall time and training samples (summed over ranks), and whether work has begun.
+    """The run's own record: one row per epoch, the fit's wall time and training samples, whether work has begun.
 
-    `started` turns true when the first training epoch, validation (not the sanity check) or test begins,
-    so the CLI can tell a bad setup (one-line error) from a failure during training (full traceback). `run_dir` is
-    the new run folder the CLI checked for this run (None until then), which a failed setup may discard.
+    `history` holds a row per training epoch: epoch, train_loss (the epoch mean), train_acc, val_loss, val_acc and lr
+    (the learning rate of the epoch's last step), each read from what the run logged (trainer.callback_metrics), so
+    it exists whatever the loggers. A row is written when its checkpoint is saved (Lightning saves after the epoch's
+    validation and training metrics are logged) and again when the next epoch starts and the fit ends. The history
+    is saved in every checkpoint and restored from it, so a resumed fit's history covers the epochs before the stop.
+
+    `started` turns true when the first training epoch, validation (not the sanity check) or test begins, so the CLI
+    can tell a bad setup (one-line error) from a failure during the run (full traceback). `run_dir` is the new run
+    folder the CLI checked for this run (None until then), which a failed setup may discard. `carry` (source,
+    destination): a file copied when training starts (a resumed run's best checkpoint from before the stop).
     """
+
+    KEYS = {"train_loss": "train_loss_epoch", "train_acc": "train_acc", "val_loss": "val_loss", "val_acc": "val_acc"}
 
     def __init__(self) -> None:
         self.started = False
         self.run_dir: Path | None = None
+        self.carry: tuple[Path, Path] | None = None
+        self.history: list[dict[str, float | int]] = []
         self.samples = 0
         self.wall_s = 0.0
         self._t0 = 0.0
+        # The last epoch this process trained (a resumed fit's earlier rows come from its checkpoint).
+        self._trained: int | None = None
+
+    def record(self, trainer: L.Trainer, epoch: int) -> None:
+        """Write (or update) the row of `epoch` from the metrics the run has logged."""
+        metrics = trainer.callback_metrics
+        row: dict[str, float | int] = {"epoch": epoch}
+        for name, key in self.KEYS.items():
+            if key in metrics:
+                row[name] = float(metrics[key])
+        if trainer.optimizers:
+            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if self.history and self.history[-1]["epoch"] == epoch:
+            self.history[-1].update(row)
+        elif not self.history or self.history[-1]["epoch"] < epoch:
+            self.history.append(row)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit":
+            self.record(trainer, trainer.current_epoch)
+        checkpoint["run_history"] = [dict(r) for r in self.history]
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit":
+            self.history = [dict(r) for r in checkpoint.get("run_history", [])]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.carry is not None and trainer.is_global_zero:
+            src, dst = self.carry
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.wall_s = time.perf_counter() - self._t0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = True
+        if self._trained is not None and self._trained == trainer.current_epoch - 1:  # complete now
+            self.record(trainer, self._trained)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = trainer.current_epoch
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._trained is not None and self._trained == trainer.current_epoch - 1:
+            self.record(trainer, self._trained)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = self.started or not trainer.sanity_checking
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:

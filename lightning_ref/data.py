@@ -4,15 +4,16 @@ The path of one training batch (all whole-batch torch ops, on the device where t
 
     pos = [i*G + r*B, i*G + (r+1)*B)            this rank's share of global batch i
     u8  = x[perm[pos]]                          (B,C,H,W) uint8
-    u8  = crop_flip(u8, shift[pos], flip[pos])  4-pixel zero padding, random crop, horizontal flip
+    u8  = crop_flip(u8, shift[pos], flip[pos])  random crop of the zero-padded image, horizontal flip (each optional)
     x   = (u8 / 255 - mean) / std               float32, per channel
 
 with perm, shift and flip drawn once per epoch from (seed, epoch), B the per-rank batch, G = B * world_size the global
 batch and r the rank, so under DDP the ranks together see exactly the samples and augmentations of one process with
-batch G. Each split is decoded once by torchvision (which keeps its own format handling and integrity checks) and
-cached as plain tensors in root/manualnet-cache/.
+batch G. Each split is decoded once from the data set's original files (lightning_ref.sources: torchvision's layout or
+a folder holding the files themselves, checked before use) and cached as plain tensors (see cache_folder()).
 """
 
+import hashlib
 import http.client
 import json
 import math
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -32,11 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
-from manualnet.checks import check_int, check_labels
+from lightning_ref.sources import DataFileError, decode_split, find, is_cifar, source_of, split_names
+from manualnet.checks import UsageError, check_int, check_labels
 
-PAD = 4  # pixels of zero padding around each image before the random crop
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a network that swallows packets fails instead of hanging
-CACHE_VERSION = 1  # bump when the cached layout changes
+CACHE_VERSION = 2  # bump when the cached layout changes
 
 
 class DataMissingError(RuntimeError):
@@ -45,23 +47,22 @@ class DataMissingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Spec:
-    """What distinguishes one data set: where torchvision keeps it, its image shape, classes and augmentation."""
+    """What distinguishes one data set: its torchvision class (names, downloads), image shape, classes, and why a
+    horizontal flip would change its labels (None where it keeps them)."""
 
     name: str
     cls: type | None  # torchvision dataset class; None for generated data
     input_shape: tuple[int, int, int]
     num_classes: int
-    # Horizontal flips keep the label of natural images and of clothes (a mirrored shoe is a shoe), but not of
-    # digits (a mirrored 2, 3, 7 is no digit), so MNIST is only cropped.
-    flip: bool
+    no_flip: str | None = None
 
 
 SPECS = {
-    "cifar10": Spec("CIFAR-10", datasets.CIFAR10, (3, 32, 32), 10, flip=True),
-    "cifar100": Spec("CIFAR-100", datasets.CIFAR100, (3, 32, 32), 100, flip=True),
-    "mnist": Spec("MNIST", datasets.MNIST, (1, 28, 28), 10, flip=False),
-    "fashion-mnist": Spec("Fashion-MNIST", datasets.FashionMNIST, (1, 28, 28), 10, flip=True),
-    "synthetic": Spec("synthetic", None, (3, 32, 32), 10, flip=True),
+    "cifar10": Spec("CIFAR-10", datasets.CIFAR10, (3, 32, 32), 10),
+    "cifar100": Spec("CIFAR-100", datasets.CIFAR100, (3, 32, 32), 100),
+    "mnist": Spec("MNIST", datasets.MNIST, (1, 28, 28), 10, no_flip="a mirrored 2, 3, 4, 5, 6, 7 or 9 is no digit"),
+    "fashion-mnist": Spec("Fashion-MNIST", datasets.FashionMNIST, (1, 28, 28), 10),  # a mirrored shoe is a shoe
+    "synthetic": Spec("synthetic", None, (3, 32, 32), 10),  # its class patterns are left-right symmetric
 }
 
 
@@ -75,7 +76,7 @@ def _generator(*words: int) -> torch.Generator:
 VAL_STREAM, EPOCH_STREAM, TEMPLATE_STREAM, TRAIN_STREAM, TEST_STREAM = range(5)
 
 
-def crop_flip(x: Tensor, shift: Tensor, flip: Tensor, pad: int = PAD) -> Tensor:
+def crop_flip(x: Tensor, shift: Tensor, flip: Tensor, pad: int) -> Tensor:
     """Zero-pad x (B,C,H,W) by `pad` on each side, crop an HxW window at (shift[:,0], shift[:,1]) in [0, 2*pad],
     then mirror the width where flip (B,) is True: out[b,c,h,w] = xp[b, c, sh+h, sw + (W-1-w if flip else w)].
     One gather for the whole batch."""
@@ -94,7 +95,8 @@ class TensorBatches:
     """Batches (x, y) over uint8 images x (N,C,H,W) and int64 labels y (N,), built on their device.
 
     x comes out float32 and normalised: (u8 / 255 - mean) / std, with mean and std (C,) in [0, 1] pixel units.
-    train=True: each epoch shuffles and (with augment) draws one crop and flip per sample from the generator seeded
+    train=True: each epoch shuffles and draws, per sample, a crop offset in [0, 2*crop_pad]^2 (when crop_pad > 0; the
+    image is zero-padded by crop_pad first) and a coin for a horizontal flip (when flip) from the generator seeded
     by (seed, epoch), where `epoch` is an int or a function returning the current one (read when iteration starts);
     rank `rank` of `world_size` takes its contiguous share of each global batch of batch_size * world_size samples;
     the last incomplete global batch is dropped, so every step has the same size on every rank.
@@ -110,7 +112,7 @@ class TensorBatches:
         std: Tensor,
         *,
         train: bool = False,
-        augment: bool = False,
+        crop_pad: int = 0,
         flip: bool = False,
         seed: int = 0,
         epoch: int | Callable[[], int] = 0,
@@ -120,7 +122,7 @@ class TensorBatches:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.train, self.augment, self.flip, self.seed, self.epoch = train, augment, flip, seed, epoch
+        self.train, self.crop_pad, self.flip, self.seed, self.epoch = train, crop_pad, flip, seed, epoch
         self.rank, self.world_size = rank, world_size
         # (u8 / 255 - mean) / std = u8 * scale + shift, per channel, shaped (1,C,1,1) to broadcast over the batch.
         std = std.to(torch.float32)
@@ -142,17 +144,18 @@ class TensorBatches:
         # One draw per epoch on the CPU (the same numbers on every device), indexed by position in the epoch.
         gen = _generator(self.seed, EPOCH_STREAM, epoch)
         perm = torch.randperm(n, generator=gen).to(device)
-        if self.augment:
-            shift = torch.randint(0, 2 * PAD + 1, (n, 2), generator=gen).to(device)
+        augment, p = self.crop_pad > 0 or self.flip, self.crop_pad
+        if augment:
+            shift = torch.randint(0, 2 * p + 1, (n, 2), generator=gen) if p else torch.zeros(n, 2, dtype=torch.int64)
             flip = (torch.rand(n, generator=gen) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool)
-            flip = flip.to(device)
+            shift, flip = shift.to(device), flip.to(device)
         B, G = self.batch_size, self.batch_size * self.world_size
         for i in range(len(self)):
             pos = slice(i * G + self.rank * B, i * G + (self.rank + 1) * B)
             idx = perm[pos]
             u8 = self.x.index_select(0, idx)
-            if self.augment:
-                u8 = crop_flip(u8, shift[pos], flip[pos])
+            if augment:
+                u8 = crop_flip(u8, shift[pos], flip[pos], p)
             yield self._normalise(u8), self.y.index_select(0, idx)
 
     def _normalise(self, u8: Tensor) -> Tensor:
@@ -167,17 +170,25 @@ def _check_bool(name: str, value: object) -> None:
 class ImageDataModule(L.LightningDataModule):
     """CIFAR-10 (default), CIFAR-100, MNIST, Fashion-MNIST or "synthetic" (generated, no disk) as on-device tensors.
 
-    Real data sets are read from `root` in torchvision's layout (root/cifar-10-batches-py, root/cifar-100-python,
-    root/MNIST/raw, root/FashionMNIST/raw) and downloaded there by prepare_data() when `download` is true.
+    Real data sets are read from `root`: in torchvision's layout (root/cifar-10-batches-py, root/cifar-100-python,
+    root/MNIST/raw, root/FashionMNIST/raw), where prepare_data() downloads them when `download` is true and they are
+    missing, or from a folder that holds the original files themselves (the four idx files, .gz or unpacked; the
+    extracted CIFAR batches; the CIFAR .tar.gz), e.g. root=/usr/share/datasets/fashion-mnist (Debian's package).
+    lightning_ref.sources says where it looks and what it checks. Each split is decoded once into the cache folder
+    (cache_folder(): `cache_dir` when given, else root/manualnet-cache when the files are in torchvision's layout and
+    root is writable, else $XDG_CACHE_HOME/manualnet, by default ~/.cache/manualnet), so a read-only root or a folder
+    of original files is only read.
     After setup(): num_classes, input_shape (C,H,W) (both known from __init__ on), mean/std (C,) float32 in [0, 1]
     pixel units (population statistics of the training split, validation held out), and the uint8 splits
     x_train/y_train, x_val/y_val, x_test/y_test on the device the data lives on (the trainer's CUDA device, else CPU).
     `val_size` images, chosen by `seed`, are held out of the training set for validation. Batches are TensorBatches:
     training batches shuffled and augmented from (seed, epoch), the epoch taken from the attached trainer's
-    current_epoch, else from set_epoch(); with `augment`, a random crop of the 4-pixel zero-padded image and (not for
-    MNIST digits) a horizontal flip. The last incomplete training batch is dropped (every step has the full batch);
-    evaluation keeps every sample, and under DDP every rank evaluates the whole split (exact metrics with no padded
-    duplicates; cheap next to training). val_size=0 turns validation off.
+    current_epoch, else from set_epoch(). Augmentation, each switch on its own: `crop_pad` > 0 crops a random
+    window of the image zero-padded by crop_pad pixels (0: no crop), `flip` mirrors half the images left-right (refused
+    for MNIST, whose digits it would change). The last incomplete training batch is dropped (every step has the full
+    batch); evaluation keeps every sample, and under DDP every rank evaluates the whole split (exact metrics with no
+    padded duplicates; cheap next to training). val_size=0 turns validation off. predict_dataloader() gives the
+    images of `predict_split` ("test", "val" or "train") in order, as the test split's are given.
     "synthetic": CIFAR-shaped images of 10 classes (class colour patterns plus noise), `synthetic_train` for training
     (validation included) and `synthetic_test` for testing, generated from `seed`.
     """
@@ -186,32 +197,51 @@ class ImageDataModule(L.LightningDataModule):
         self,
         dataset: str = "cifar10",
         root: str = "data",
-        batch_size: int = 512,
+        batch_size: int = 256,
         val_size: int = 5000,
-        augment: bool = True,
+        crop_pad: int = 0,
+        flip: bool = False,
         download: bool = True,
+        cache_dir: str | None = None,
         seed: int = 0,
         eval_batch_size: int = 1024,
         synthetic_train: int = 10000,
         synthetic_test: int = 2000,
+        predict_split: Literal["test", "val", "train"] = "test",
     ) -> None:
         super().__init__()
         if dataset not in SPECS:
-            raise ValueError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"root: expected a path (str), got {root!r}")
+            raise UsageError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
+        for name, path in (("root", root), ("cache_dir", cache_dir)):
+            if not isinstance(path, (str, os.PathLike)) and not (name == "cache_dir" and path is None):
+                raise TypeError(f"{name}: expected a path (str), got {path!r}")
+        spec = SPECS[dataset]
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
         check_int("val_size", val_size, 0)
+        check_int("crop_pad", crop_pad, 0)
+        side = min(spec.input_shape[1:])
+        if crop_pad >= side:  # a window could then land wholly in the padding: an all-zero image
+            raise UsageError(f"crop_pad: expected less than the image side {side} of {spec.name}, got {crop_pad}")
         check_int("seed", seed, 0)
         check_int("synthetic_train", synthetic_train, 1)
         check_int("synthetic_test", synthetic_test, 1)
-        _check_bool("augment", augment)
+        _check_bool("flip", flip)
         _check_bool("download", download)
-        self.dataset, self.root, self.spec = dataset, str(root), SPECS[dataset]
+        if predict_split not in ("test", "val", "train"):
+            raise UsageError(f"predict_split: expected 'test', 'val' or 'train', got {predict_split!r}")
+        if predict_split == "val" and val_size == 0:
+            raise UsageError(
+                "predict_split: expected 'test' or 'train' when val_size is 0 (no validation images), got 'val'"
+            )
+        if flip and spec.no_flip:
+            raise UsageError(f"flip: expected false for {spec.name} ({spec.no_flip}), got true")
+        self.dataset, self.root, self.spec = dataset, str(root), spec
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
-        self.augment, self.download, self.seed = augment, download, seed
+        self.crop_pad, self.flip, self.download, self.seed = crop_pad, flip, download, seed
         self.synthetic_train, self.synthetic_test = synthetic_train, synthetic_test
+        self.predict_split = predict_split
         self.num_classes: int = self.spec.num_classes
         self.input_shape: tuple[int, int, int] = self.spec.input_shape
         self.mean: Tensor | None = None
@@ -243,7 +273,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.x_train is None:
             x, y = self._generate(True) if self.spec.cls is None else self._load_split(True, download=False)
             if self.val_size >= len(x):
-                raise ValueError(
+                raise UsageError(
                     f"val_size: expected fewer than the {len(x)} training images of {self.dataset}, got {self.val_size}"
                 )
             order = torch.randperm(len(x), generator=_generator(self.seed, VAL_STREAM))
@@ -256,19 +286,25 @@ class ImageDataModule(L.LightningDataModule):
             self.mean, self.std = _channel_stats(self.x_train)
             for name in ("y_train", "y_val", "y_test"):  # the labels' range, once per data set (not in every step)
                 check_labels(getattr(self, name), len(getattr(self, name)), self.num_classes, torch.device("cpu"), name)
+        if stage in ("fit", None):  # before any step: a batch larger than the training split
+            self._check_batch_size(self.trainer.world_size if self.trainer is not None else 1)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         device = device if device.type == "cuda" else torch.device("cpu")
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
             setattr(self, name, getattr(self, name).to(device))
 
-    def train_dataloader(self) -> TensorBatches:
-        """Shuffled, augmented batches of batch_size; under DDP this rank's share of each global batch."""
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+    def _check_batch_size(self, world: int) -> None:
+        """UsageError unless one global batch (batch_size per process) fits in the training images."""
         if self.batch_size * world > len(self.x_train):
-            raise ValueError(
+            raise UsageError(
                 f"batch_size: expected at most {len(self.x_train) // world} (the {len(self.x_train)} training images "
                 f"over {world} process(es)), got {self.batch_size}"
             )
+
+    def train_dataloader(self) -> TensorBatches:
+        """Shuffled, augmented batches of batch_size; under DDP this rank's share of each global batch."""
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        self._check_batch_size(world)
         return TensorBatches(
             self.x_train,
             self.y_train,
@@ -276,8 +312,8 @@ class ImageDataModule(L.LightningDataModule):
             self.mean,
             self.std,
             train=True,
-            augment=self.augment,
-            flip=self.spec.flip,
+            crop_pad=self.crop_pad,
+            flip=self.flip,
             seed=self.seed,
             epoch=self.current_epoch,
             rank=rank,
@@ -294,23 +330,59 @@ class ImageDataModule(L.LightningDataModule):
         """The test split in order."""
         return TensorBatches(self.x_test, self.y_test, self.eval_batch_size, self.mean, self.std)
 
-    # ---- decoding and the cache ---------------------------------------------------------------------------------
+    def predict_dataloader(self) -> TensorBatches:
+        """The images of predict_split in order (train: the training images left after the validation hold-out,
+        not shuffled or augmented)."""
+        x, y = getattr(self, f"x_{self.predict_split}"), getattr(self, f"y_{self.predict_split}")
+        return TensorBatches(x, y, self.eval_batch_size, self.mean, self.std)
 
-    def _source_files(self, train: bool) -> list[Path]:
-        """The files torchvision decodes for this split."""
+    # ---- the files and the cache --------------------------------------------------------------------------------
+
+    def cache_folder(self) -> Path:
+        """Where the decoded splits are cached: cache_dir when given; else root/manualnet-cache when the files are in
+        torchvision's layout under root and root is writable; else $XDG_CACHE_HOME/manualnet/<hash of root> (by
+        default under ~/.cache), so that a read-only root or a folder of original files is never written to."""
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
         cls = self.spec.cls
-        if issubclass(cls, datasets.CIFAR10):
-            return [Path(self.root, cls.base_folder, name) for name, _ in (cls.train_list if train else cls.test_list)]
-        prefix = "train" if train else "t10k"
-        raw = Path(self.root, cls.__name__, "raw")
-        return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+        layout = Path(self.root, cls.base_folder if is_cifar(cls) else cls.__name__)
+        files = self._files(download=False)
+        if all(layout in source_of(f).parents for f in files.values()) and os.access(self.root, os.W_OK):
+            return Path(self.root, "manualnet-cache")
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return home / "manualnet" / hashlib.sha1(str(Path(self.root).resolve()).encode()).hexdigest()[:12]
+
+    def _files(self, download: bool) -> dict[str, Path]:
+        """The data set's files (lightning_ref.sources.find), downloaded into torchvision's layout first when they are
+        missing or incomplete and `download`; DataMissingError when they are missing and can't be downloaded."""
+        cls = self.spec.cls
+        try:
+            files = find(cls, self.root)
+        except DataFileError:
+            if not download:
+                raise
+            files = None
+        if files is None and download:
+            try:
+                with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                    cls(self.root, train=True, download=True)
+            except (OSError, RuntimeError, http.client.HTTPException) as e:
+                raise self._missing(f"could not be downloaded ({' '.join(str(e).split())})") from e
+            files = find(cls, self.root)
+        if files is None:
+            if self.download:
+                raise self._missing("setup() does not download (call prepare_data() first)")
+            raise self._missing("downloads are off (download=False)")
+        return files
 
     def _load_split(self, train: bool, download: bool) -> tuple[Tensor, Tensor]:
         """uint8 images (N,C,H,W) and int64 labels (N,) of one split: from the cache when it matches the source files
-        (their names, sizes and modification times), else decoded by torchvision and cached."""
-        cache = Path(self.root, "manualnet-cache", f"{self.dataset}-{'train' if train else 'test'}.pt")
-        key = _files_key(self._source_files(train))
-        if key is not None and cache.exists():
+        (their paths, sizes and modification times), else decoded (and checked) from them and cached."""
+        files = self._files(download)
+        split = "train" if train else "test"
+        cache = self.cache_folder() / f"{self.dataset}-{split}.pt"
+        key = _files_key(sorted({source_of(f) for n, f in files.items() if n in split_names(self.spec.cls, train)}))
+        if cache.exists():
             try:
                 saved = torch.load(cache, weights_only=True)
                 if saved["key"] == key:
@@ -319,48 +391,22 @@ class ImageDataModule(L.LightningDataModule):
                 warnings.warn(
                     f"ignoring unreadable cache {cache} ({type(e).__name__}: {e}); rebuilding it", stacklevel=2
                 )
-        x, y = self._decode(train, download)
-        key = _files_key(self._source_files(train))
-        if key is not None:
-            _save_atomic({"key": key, "x": x, "y": y}, cache)
+        x, y = decode_split(self.spec.cls, files, train, self.num_classes)
+        _save_atomic({"key": key, "x": x, "y": y}, cache)
         return x, y
 
-    def _decode(self, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-        """One split through the torchvision dataset class (its integrity checks on), as tensors."""
+    def _missing(self, reason: str) -> DataMissingError:
         cls = self.spec.cls
-        try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                ds = cls(self.root, train=train, download=download)
-        except (OSError, RuntimeError, http.client.HTTPException) as e:
-            if download:
-                reason = f"could not be downloaded ({' '.join(str(e).split())})"
-            else:
-                reason = "downloads are off (download=False)"
-                if self.download:
-                    reason = "setup() does not download (call prepare_data() first)"
-            raise DataMissingError(
-                f"{self.spec.name} not found or incomplete at {self._folder()} and {reason}: "
-                f"{self._how_to_get()}, or point root (--data.root) at a folder that has it"
-            ) from e
-        if isinstance(ds.data, np.ndarray):  # CIFAR: (N,H,W,C) uint8 numpy, labels a list
-            x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-            y = torch.tensor(ds.targets, dtype=torch.int64)
-        else:  # MNIST family: (N,H,W) uint8 tensor, labels an int64 tensor
-            x, y = ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
-        return x, y
-
-    def _folder(self) -> str:
-        cls = self.spec.cls
-        if issubclass(cls, datasets.CIFAR10):
-            return os.path.join(self.root, cls.base_folder)
-        return os.path.join(self.root, cls.__name__, "raw")
-
-    def _how_to_get(self) -> str:
-        cls = self.spec.cls
-        if issubclass(cls, datasets.CIFAR10):
-            return f"download {cls.url} and extract it into {self.root}{os.sep}"
-        files = ", ".join(name for name, _ in cls.resources)
-        return f"download {files} from {cls.mirrors[0]} and gunzip them into {self._folder()}{os.sep}"
+        folder = os.path.join(self.root, cls.base_folder if is_cifar(cls) else os.path.join(cls.__name__, "raw"))
+        if is_cifar(cls):
+            how = f"download {cls.url} and extract it into {self.root}{os.sep} (or leave the .tar.gz there)"
+        else:
+            files = ", ".join(name for name, _ in cls.resources)
+            how = f"download {files} from {cls.mirrors[0]} into {self.root}{os.sep} (.gz or unpacked)"
+        return DataMissingError(
+            f"{self.spec.name} not found at {folder} or in {self.root} and {reason}: {how}, "
+            f"or point root (--data.root) at a folder that has it"
+        )
 
     # ---- generated data -----------------------------------------------------------------------------------------
 
@@ -404,12 +450,9 @@ def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(mean).float().cpu(), torch.stack(std).float().cpu()
 
 
-def _files_key(files: list[Path]) -> str | None:
-    """Identity of the source files (name, size, mtime); None when one is missing."""
-    try:
-        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    except FileNotFoundError:
-        return None
+def _files_key(files: list[Path]) -> str:
+    """Identity of the source files: (absolute path, size, mtime) each."""
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return json.dumps({"version": CACHE_VERSION, "files": stats})
 
 

@@ -30,12 +30,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_ref.callbacks import GradientCrossCheck
 from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
-from manualnet.checks import check_int
+from manualnet.checks import UsageError, check_int
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise UsageError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _check_real(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> None:
@@ -43,7 +43,7 @@ def _check_real(name: str, value: object, low: float, high: float, *, low_open: 
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < low or value >= high or (low_open and value == low):
         interval = f"{'(' if low_open else '['}{low}, {high})"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+        raise UsageError(f"{name}: expected a number in {interval}, got {value!r}")
 
 
 class TwoLayerClassifier(L.LightningModule):
@@ -71,7 +71,7 @@ class TwoLayerClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
-            raise ValueError(f"input_shape: expected (channels, height, width), got {input_shape!r}")
+            raise UsageError(f"input_shape: expected (channels, height, width), got {input_shape!r}")
         for i, size in enumerate(input_shape):
             check_int(f"input_shape[{i}]", size, 1)
         check_int("num_classes", num_classes, 2)
@@ -84,9 +84,9 @@ class TwoLayerClassifier(L.LightningModule):
         _check_real("weight_decay", weight_decay, 0.0, math.inf)
         _check_choice("schedule", schedule, ("onecycle", "cosine"))
         if not isinstance(compile, bool):
-            raise ValueError(f"compile: expected a bool, got {compile!r}")
+            raise UsageError(f"compile: expected a bool, got {compile!r}")
         if optimizer == "sgd" and nesterov and momentum == 0:
-            raise ValueError(
+            raise UsageError(
                 f"nesterov: expected momentum > 0 for Nesterov SGD, got nesterov=True with momentum={momentum}"
             )
         self.save_hyperparameters()
@@ -110,26 +110,34 @@ class TwoLayerClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
-    def on_train_start(self) -> None:
-        if self.hparams.compile:
-            if self.trainer.world_size > 1:
-                raise ValueError(
-                    f"compile: the compiled step runs on one device, got {self.trainer.world_size} processes "
-                    "(run without --model.compile, or on one device)"
-                )
-            if any(isinstance(cb, GradientCrossCheck) and cb.every_n_steps > 0 for cb in self.trainer.callbacks):
-                rank_zero_warn(
-                    "compile: GradientCrossCheck checks eager steps only (its hook runs in Lightning's optimizer step,"
-                    " which the compiled step replaces); tests/test_compiled_step.py checks the compiled gradients"
-                )
-        # A resumed fit continues the checkpoint's schedule: its length must be this run's number of steps.
-        sched = self.lr_schedulers()
-        planned = sched.total_steps if self.hparams.schedule == "onecycle" else sched.T_max
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.compile and self.trainer.world_size > 1:
+            raise UsageError(
+                f"compile: the compiled step runs on one device, got {self.trainer.world_size} processes "
+                "(run without --model.compile, or on one device)"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed fit continues the checkpoint's learning-rate schedule: refuse it (before any step or sanity
+        check; the data is set up by now) unless its length is this run's number of optimizer steps."""
+        if self._trainer is None or self.trainer.state.fn != "fit" or not checkpoint.get("lr_schedulers"):
+            return
+        state = checkpoint["lr_schedulers"][0]
+        planned = state.get("total_steps", state.get("T_max"))
         steps = int(self.trainer.estimated_stepping_batches)
         if planned != steps:
-            raise ValueError(
+            raise UsageError(
                 f"trainer.max_epochs: the checkpoint's learning-rate schedule spans {planned} steps but this run has "
                 f"{steps}; resume with the original max_epochs, batch_size and data (a resumed run continues it)"
+            )
+
+    def on_train_start(self) -> None:
+        if self.hparams.compile and any(
+            isinstance(cb, GradientCrossCheck) and cb.every_n_steps > 0 for cb in self.trainer.callbacks
+        ):
+            rank_zero_warn(
+                "compile: GradientCrossCheck checks eager steps only (its hook runs in Lightning's optimizer step,"
+                " which the compiled step replaces); tests/test_compiled_step.py checks the compiled gradients"
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -182,6 +190,11 @@ class TwoLayerClassifier(L.LightningModule):
         # Metric objects: Lightning computes them (synced over the ranks under DDP) and resets them for the next epoch
         self.log("train_loss_epoch", self.train_loss)
         self.log("train_acc", self.train_acc)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Tensor, Tensor]:
+        """Class probabilities p = softmax(s2) (N,C) of the batch's images, and their labels y (N,)."""
+        x, y = batch
+        return torch.softmax(self.net(x), dim=1), y
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

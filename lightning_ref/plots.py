@@ -1,6 +1,6 @@
-"""The two pictures of a run: loss/accuracy curves from the CSV log, and W1 as one small image per hidden unit."""
+"""The two pictures of a run: loss, accuracy and learning-rate curves from the run's history (RunRecorder), and W1
+as one small image per hidden unit."""
 
-import csv
 import math
 from pathlib import Path
 
@@ -13,32 +13,26 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def _epoch_series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) of the rows where `key` was logged."""
-    pts = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "") and r.get("epoch")]
-    return [e for e, _ in pts], [v for _, v in pts]
-
-
-def plot_curves(metrics_csv: str | Path, png: str | Path) -> None:
-    """Loss (train, val) and accuracy (train, val) against epoch, from a CSVLogger metrics.csv, into `png`."""
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+def plot_curves(history: list[dict[str, float]], png: str | Path, test_acc: float | None = None) -> None:
+    """Loss (train, val), accuracy (train, val) and the learning rate against epoch, from the run's history (one
+    row per epoch: epoch and any of train_loss, val_loss, train_acc, val_acc, lr; see RunRecorder), into `png`."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, keys, ylabel in (
-        (ax_loss, ("train_loss_epoch", "val_loss"), "cross-entropy loss"),
-        (ax_acc, ("train_acc", "val_acc"), "accuracy"),
+        (axes[0], ("train_loss", "val_loss"), "cross-entropy loss"),
+        (axes[1], ("train_acc", "val_acc"), "accuracy"),
+        (axes[2], ("lr",), "learning rate (at the epoch's last step)"),
     ):
         for key in keys:
-            epochs, values = _epoch_series(rows, key)
-            if epochs:
-                ax.plot(epochs, values, marker="o", markersize=3, label=key.removesuffix("_epoch"))
+            pts = [(r["epoch"], r[key]) for r in history if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend()
-    _, test = _epoch_series(rows, "test_acc")
-    fig.suptitle(f"training curves{f' (test accuracy {test[-1]:.4f})' if test else ''}")
+        if ax.lines:
+            ax.legend()
+    fig.suptitle(f"training curves{f' (test accuracy {test_acc:.4f})' if test_acc is not None else ''}")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

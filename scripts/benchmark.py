@@ -298,7 +298,8 @@ def epoch_data(images: int, device: torch.device):
         dataset="synthetic",
         batch_size=EPOCH_BATCH,
         val_size=VAL_IMAGES,
-        augment=True,
+        crop_pad=4,
+        flip=True,
         synthetic_train=images + VAL_IMAGES,
         synthetic_test=1024,
     )
@@ -395,7 +396,7 @@ def bare_epoch(dm, device: torch.device, hidden: int, max_steps: int | None = No
 
     x_train, y_train = dm.x_train.to(device), dm.y_train.to(device)
     batches = TensorBatches(
-        x_train, y_train, EPOCH_BATCH, dm.mean, dm.std, train=True, augment=True, flip=True, seed=dm.seed, epoch=0
+        x_train, y_train, EPOCH_BATCH, dm.mean, dm.std, train=True, crop_pad=4, flip=True, seed=dm.seed, epoch=0
     )
     module = TwoLayerClassifier(dm.input_shape, dm.num_classes, impl="manual", hidden=hidden).to(device)
     net = module.net

@@ -12,6 +12,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from _args import positive_int
 
 from lightning_ref.data import DataMissingError, ImageDataModule
 from lightning_ref.reference import reference_from, reference_weights
@@ -77,13 +78,6 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -135,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
             root=args.root,
             batch_size=args.batch_size,
             val_size=args.train_size // 5 if args.dataset == "synthetic" else 5000,
-            augment=False,  # the same batches for both either way; plain data keeps the run short and easy to read
             download=args.download,
             seed=args.seed,
             synthetic_train=args.train_size,

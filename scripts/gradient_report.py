@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import torch
+from _args import positive_int
 
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import check_function
@@ -36,13 +37,6 @@ def batch_maker(n: int, d: int, hidden: int, classes: int, seed: int):
         return (x, *(getattr(model, name).detach() for name in ("w1", "b1", "w2", "b2")), y)
 
     return make_inputs
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

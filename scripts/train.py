@@ -1,4 +1,4 @@
-"""Train the two-layer net with Lightning: `python scripts/train.py fit --config configs/cifar10.yaml`.
+"""Train the two-layer net with Lightning: `python scripts/train.py fit --config lightning_ref/recipes/cifar10.yaml`.
 
 The same as the console script manualnet-train (lightning_ref.cli.main); --help lists every option.
 """

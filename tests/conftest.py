@@ -5,27 +5,32 @@ Fixtures (each returns the data root to pass as ImageDataModule(root=...), with 
     fake_cifar10          600 train (data_batch_1..5, 120 each) + 200 test images, 10 classes, in
                           root/cifar-10-batches-py. Each class has its own mean colour plus noise, so a model can
                           learn it. torchvision's md5 table does not know these files: for the test's duration the
-                          fixture patches torchvision.datasets.cifar.check_integrity to an existence check.
+                          fixture turns lightning_ref.sources.check_md5 off (cifar_checksums_off).
     fake_cifar10_cached   the same, with the module's cache (root/manualnet-cache) already built, so that code in a
-                          subprocess (CLI, DDP), which does not inherit the patch, loads the cache and never asks
-                          torchvision, as long as the source files are left untouched.
+                          subprocess (CLI, DDP), which does not inherit the patch, loads the cache and never decodes,
+                          as long as the source files are left untouched.
     fake_cifar100         root/cifar-100-python/{train,test,meta}: 300 train + 100 test, 100 fine classes.
     fake_mnist            root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (uncompressed): 300 + 100.
     fake_fashion_mnist    the same under root/FashionMNIST/raw.
 
-The writers (write_cifar, write_mnist) and fake_images are plain functions, importable as `from conftest import ...`
-for tests that need their own images (a known pixel, images that encode their index).
+Every test runs with XDG_CACHE_HOME in pytest's temporary folder (autouse), so a cache that falls back to the user
+cache folder never lands in the real ~/.cache; subprocesses inherit it.
+
+The writers (write_cifar, write_mnist, write_idx, tar_cifar) and fake_images are plain functions, importable as
+`from conftest import ...` for tests that need their own images (a known pixel, images that encode their index).
 """
 
-import os
+import gzip
 import pickle
+import shutil
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torchvision.datasets.cifar
 
+import lightning_ref.sources
 from manualnet.functional import TwoLayerNetFn
 
 
@@ -81,24 +86,54 @@ def write_cifar(root: Path, x_train, y_train, x_test, y_test, *, hundred: bool =
     return Path(root)
 
 
-def write_mnist(root: Path, folder: str, x_train, y_train, x_test, y_test) -> Path:
-    """Write root/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (folder "MNIST" or "FashionMNIST"),
-    uncompressed idx files: big-endian magic (0x0803 images, 0x0801 labels), sizes, then the uint8 values."""
-    raw = Path(root, folder, "raw")
-    raw.mkdir(parents=True, exist_ok=True)
+def write_idx(folder: Path, x_train, y_train, x_test, y_test, *, gz: bool = False) -> Path:
+    """Write {train,t10k}-{images-idx3,labels-idx1}-ubyte into `folder` itself, as the data set's authors ship them:
+    big-endian magic (0x0803 images, 0x0801 labels), sizes, then the uint8 values; gzipped (name + .gz) with `gz`,
+    at another compression level than the originals, as Debian's recompressed copies are."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     for prefix, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
         x = np.ascontiguousarray(x, dtype=np.uint8).reshape(len(x), 28, 28)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 0x0803, len(x), 28, 28) + x.tobytes())
         y = np.asarray(y, dtype=np.uint8)
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 0x0801, len(y)) + y.tobytes())
+        for name, data in (
+            (f"{prefix}-images-idx3-ubyte", struct.pack(">iiii", 0x0803, len(x), 28, 28) + x.tobytes()),
+            (f"{prefix}-labels-idx1-ubyte", struct.pack(">ii", 0x0801, len(y)) + y.tobytes()),
+        ):
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+            else:
+                (folder / name).write_bytes(data)
+    return folder
+
+
+def write_mnist(root: Path, folder: str, x_train, y_train, x_test, y_test) -> Path:
+    """Write root/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (folder "MNIST" or "FashionMNIST"),
+    uncompressed, as torchvision's download leaves them."""
+    write_idx(Path(root, folder, "raw"), x_train, y_train, x_test, y_test)
     return Path(root)
+
+
+def tar_cifar(root: Path, hundred: bool = False) -> Path:
+    """Pack root/<cifar-10-batches-py|cifar-100-python> into root/<cifar-10-python|cifar-100-python>.tar.gz, as
+    distributed, and remove the folder."""
+    folder = "cifar-100-python" if hundred else "cifar-10-batches-py"
+    archive = Path(root, "cifar-100-python.tar.gz" if hundred else "cifar-10-python.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(Path(root, folder), arcname=folder)
+    shutil.rmtree(Path(root, folder))
+    return archive
+
+
+@pytest.fixture(autouse=True)
+def user_cache_in_tmp(monkeypatch, tmp_path_factory):
+    """The user cache folder ($XDG_CACHE_HOME) inside pytest's temporary folder, for this process and subprocesses."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
 
 @pytest.fixture
 def cifar_checksums_off(monkeypatch):
-    """torchvision's CIFAR md5 table does not know fake files: accept any file that exists (torchvision's own tests
-    patch the same name)."""
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+    """torchvision's CIFAR md5 table does not know fake files: skip the md5 check (the content checks still run)."""
+    monkeypatch.setattr(lightning_ref.sources, "check_md5", lambda path, data, expected: None)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 manualnet.crosscheck), scripts/gradient_report.py and scripts/crosscheck_train.py."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,15 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def load_script(name: str):
-    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
+    """Import scripts/<name>.py as a module (scripts/ is not a package), with scripts/ on sys.path while it runs its
+    imports, as when it runs as a script (it imports scripts/_args.py)."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
     return module
 
 

@@ -18,7 +18,8 @@ import torchvision
 from conftest import fake_images, write_cifar, write_mnist
 from torch import nn
 
-from lightning_ref.data import DOWNLOAD_TIMEOUT_S, PAD, DataMissingError, ImageDataModule, TensorBatches, crop_flip
+from lightning_ref.data import DOWNLOAD_TIMEOUT_S, DataMissingError, ImageDataModule, TensorBatches, crop_flip
+from manualnet.checks import UsageError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -185,7 +186,7 @@ def test_mean_and_std_are_the_population_statistics_of_the_training_split(fake_c
 
 
 def test_batches_are_normalised_with_the_training_statistics(fake_cifar10):
-    dm = loaded(fake_cifar10, augment=False)
+    dm = loaded(fake_cifar10)
     x, _ = next(iter(dm.test_dataloader()))
     assert torch.equal(unnormalise(x, dm), dm.x_test)
     x, _ = next(iter(dm.train_dataloader()))
@@ -195,7 +196,7 @@ def test_batches_are_normalised_with_the_training_statistics(fake_cifar10):
 # ---- augmentation --------------------------------------------------------------------------------------------------
 
 
-def naive_crop_flip(x, shift, flip, pad=PAD):
+def naive_crop_flip(x, shift, flip, pad):
     """Per-image reference: pad, slice the window, mirror."""
     out = []
     for img, (sh, sw), f in zip(x, shift.tolist(), flip.tolist(), strict=True):
@@ -204,30 +205,63 @@ def naive_crop_flip(x, shift, flip, pad=PAD):
     return torch.stack(out)
 
 
-def test_crop_at_the_centre_without_flip_is_the_identity():
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_crop_at_the_centre_without_flip_is_the_identity(pad):
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    assert torch.equal(crop_flip(x, torch.full((5, 2), PAD), torch.zeros(5, dtype=torch.bool)), x)
+    assert torch.equal(crop_flip(x, torch.full((5, 2), pad), torch.zeros(5, dtype=torch.bool), pad), x)
 
 
 def test_flip_at_the_centre_reverses_the_width():
     x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    assert torch.equal(crop_flip(x, torch.full((5, 2), PAD), torch.ones(5, dtype=torch.bool)), x.flip(-1))
+    assert torch.equal(crop_flip(x, torch.full((5, 2), 4), torch.ones(5, dtype=torch.bool), 4), x.flip(-1))
 
 
-@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
-def test_vectorised_crop_flip_equals_the_per_image_reference(shape):
+@pytest.mark.parametrize("shape, pad", [((3, 32, 32), 4), ((1, 28, 28), 4), ((1, 28, 28), 1)])
+def test_vectorised_crop_flip_equals_the_per_image_reference(shape, pad):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 256, (64, *shape), dtype=torch.uint8, generator=g)
-    shift = torch.randint(0, 2 * PAD + 1, (64, 2), generator=g)
-    shift[:4] = torch.tensor([[0, 0], [0, 2 * PAD], [2 * PAD, 0], [2 * PAD, 2 * PAD]])  # the corners
+    shift = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
+    shift[:4] = torch.tensor([[0, 0], [0, 2 * pad], [2 * pad, 0], [2 * pad, 2 * pad]])  # the corners
     flip = torch.rand(64, generator=g) < 0.5
-    out = crop_flip(x, shift, flip)
-    assert torch.equal(out, naive_crop_flip(x, shift, flip))
-    assert (out[0, :, :PAD, :] == 0).all() and (out[0, :, :, :PAD] == 0).all()  # zero padding shows at the corner
+    out = crop_flip(x, shift, flip, pad)
+    assert torch.equal(out, naive_crop_flip(x, shift, flip, pad))
+    assert (out[0, :, :pad, :] == 0).all() and (out[0, :, :, :pad] == 0).all()  # zero padding shows at the corner
 
 
-@pytest.mark.parametrize("dataset, flips", [("cifar10", True), ("mnist", False)])
-def test_training_batches_are_flipped_for_cifar_and_never_for_digits(tmp_path, cifar_checksums_off, dataset, flips):
+def transforms_used(out: torch.Tensor, src: torch.Tensor, pad: int) -> list[tuple[int, int, bool]]:
+    """For each output image, the (row shift, column shift, flip) of the per-image reference that gives it from its
+    source image (random pixels: at most one does); AssertionError when none of the (2*pad+1)^2 * 2 does."""
+    used = []
+    for o, s in zip(out, src, strict=True):
+        found = [
+            (sh, sw, f)
+            for sh in range(2 * pad + 1)
+            for sw in range(2 * pad + 1)
+            for f in (False, True)
+            if torch.equal(naive_crop_flip(s[None], torch.tensor([[sh, sw]]), torch.tensor([f]), pad)[0], o)
+        ]
+        assert len(found) == 1, "an output image is no crop/flip of its source"
+        used.append(found[0])
+    return used
+
+
+@pytest.mark.parametrize("crop_pad, flip", [(0, False), (2, False), (0, True), (2, True)])
+def test_each_augmentation_switch_gives_exactly_its_transforms_against_the_per_image_reference(crop_pad, flip):
+    # Labels are the images' indices, so each training image can be traced back to its source.
+    x = torch.randint(1, 256, (256, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    it = TensorBatches(
+        x, torch.arange(256), 64, torch.zeros(1), torch.ones(1), train=True, crop_pad=crop_pad, flip=flip
+    )
+    used = []
+    for xb, yb in it:
+        used += transforms_used(unnormalise(xb, torch.zeros(1), torch.ones(1)), x[yb], crop_pad)
+    shifts, flips = {(sh, sw) for sh, sw, _ in used}, {f for _, _, f in used}
+    assert shifts == {(sh, sw) for sh in range(2 * crop_pad + 1) for sw in range(2 * crop_pad + 1)}  # every window
+    assert flips == ({False, True} if flip else {False})
+
+
+@pytest.mark.parametrize("dataset, flip", [("cifar10", True), ("cifar10", False), ("fashion-mnist", True)])
+def test_data_module_flips_training_batches_exactly_when_flip_is_on(tmp_path, cifar_checksums_off, dataset, flip):
     # Every image is a left-to-right ramp 7, 14, ..., 7W: a crop keeps it increasing; only a flip makes it decrease.
     shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
     x = np.broadcast_to(np.arange(1, shape[2] + 1, dtype=np.uint8) * 7, (100, *shape)).copy()
@@ -235,13 +269,13 @@ def test_training_batches_are_flipped_for_cifar_and_never_for_digits(tmp_path, c
     if dataset == "cifar10":
         write_cifar(tmp_path, x, y, x[:10], y[:10])
     else:
-        write_mnist(tmp_path, "MNIST", x, y, x[:10], y[:10])
-    dm = loaded(tmp_path, dataset, val_size=0, batch_size=100)
+        write_mnist(tmp_path, "FashionMNIST", x, y, x[:10], y[:10])
+    dm = loaded(tmp_path, dataset, val_size=0, batch_size=100, crop_pad=2, flip=flip)
     u8 = unnormalise(next(iter(dm.train_dataloader()))[0], dm)
-    row = u8[:, 0, PAD + 1, PAD:-PAD].long()  # inside the image whatever the crop
+    row = u8[:, 0, 3, 2:-2].long()  # inside the image whatever the crop
     decreasing = (row.diff(dim=1) < 0).all(dim=1)
     assert ((row.diff(dim=1) > 0).all(dim=1) | decreasing).all()
-    assert decreasing.any() == flips
+    assert decreasing.any() == flip
 
 
 # ---- batches: (seed, epoch), drop-last, evaluation, DDP ------------------------------------------------------------
@@ -264,7 +298,7 @@ def same(a, b) -> bool:
 
 
 def test_same_seed_and_epoch_give_the_same_batches_and_another_epoch_or_seed_does_not():
-    kw = {"train": True, "augment": True, "flip": True}
+    kw = {"train": True, "crop_pad": 4, "flip": True}
     e1 = run(batches(seed=3, epoch=1, **kw))
     assert same(e1, run(batches(seed=3, epoch=1, **kw)))
     e2 = run(batches(seed=3, epoch=2, **kw))
@@ -274,9 +308,9 @@ def test_same_seed_and_epoch_give_the_same_batches_and_another_epoch_or_seed_doe
 
 def test_epoch_is_read_when_iteration_starts():
     epoch = [0]
-    it = batches(train=True, augment=True, flip=True, epoch=lambda: epoch[0])
+    it = batches(train=True, crop_pad=4, flip=True, epoch=lambda: epoch[0])
     epoch[0] = 5
-    assert same(run(it), run(batches(train=True, augment=True, flip=True, epoch=5)))
+    assert same(run(it), run(batches(train=True, crop_pad=4, flip=True, epoch=5)))
 
 
 def test_training_batches_drop_the_last_incomplete_batch_and_repeat_no_sample():
@@ -300,7 +334,7 @@ def test_evaluation_batches_keep_every_sample_in_order():
 
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_ddp_ranks_together_see_the_single_process_batches_and_augmentation(world_size):
-    kw = {"n": 300, "train": True, "augment": True, "flip": True, "seed": 7, "epoch": 2}
+    kw = {"n": 300, "train": True, "crop_pad": 4, "flip": True, "seed": 7, "epoch": 2}
     single = run(batches(batch_size=64, **kw))
     ranks = [run(batches(batch_size=64 // world_size, rank=r, world_size=world_size, **kw)) for r in range(world_size)]
     assert all(len(r) == len(single) == 4 for r in ranks)
@@ -362,8 +396,14 @@ def test_fit_validate_and_test_run_on_the_batches_with_known_lengths_and_per_epo
         warnings.simplefilter("ignore")
         t.fit(model, dm)
         assert t.num_training_batches == 500 // 64 and t.num_val_batches == [math.ceil(100 / 64)]
-        assert t.validate(model, dm, verbose=False)[0]["val_loss"] > 0
-        assert t.test(model, dm, verbose=False)[0]["test_loss"] > 0 and t.num_test_batches == [math.ceil(200 / 64)]
+        val_loss = t.validate(model, dm, verbose=False)[0]["val_loss"]
+        test_loss = t.test(model, dm, verbose=False)[0]["test_loss"]
+        assert t.num_test_batches == [math.ceil(200 / 64)]
+    # Each split's logged loss is the mean over all of its images (every batch counted, by its size).
+    for logged, x, y in ((val_loss, dm.x_val, dm.y_val), (test_loss, dm.x_test, dm.y_test)):
+        x = (x.float() / 255 - dm.mean.view(1, 3, 1, 1)) / dm.std.view(1, 3, 1, 1)
+        with torch.no_grad():
+            assert logged == pytest.approx(F.cross_entropy(model.lin(x.flatten(1)), y).item(), rel=1e-5)
     # The batches of epoch e are those of set_epoch(e) without a trainer: a run resumed at e sees them again.
     for epoch in (0, 1):
         alone = ImageDataModule("cifar10", root=str(fake_cifar10), download=False, val_size=100, batch_size=64)
@@ -469,6 +509,8 @@ def test_unknown_dataset_raises_naming_the_option_the_choices_and_the_value():
         ("seed", -1),
         ("synthetic_train", 0),
         ("synthetic_test", 0),
+        ("crop_pad", -1),
+        ("crop_pad", 1.5),
     ],
 )
 def test_bad_sizes_raise_value_error_naming_the_option_and_value(option, value):
@@ -476,22 +518,38 @@ def test_bad_sizes_raise_value_error_naming_the_option_and_value(option, value):
         ImageDataModule("synthetic", **{option: value})
 
 
-@pytest.mark.parametrize("option", ["augment", "download"])
+@pytest.mark.parametrize("option", ["flip", "download"])
 def test_non_bool_switches_raise_type_error(option):
     with pytest.raises(TypeError, match=rf"{option}: expected a bool, got 'yes'"):
         ImageDataModule("synthetic", **{option: "yes"})
 
 
-def test_batch_larger_than_the_training_split_raises_naming_batch_size():
+def test_batch_larger_than_the_training_split_raises_naming_batch_size_in_setup_for_fit():
     dm = ImageDataModule("synthetic", val_size=100, batch_size=300, synthetic_train=300, synthetic_test=10)
-    dm.setup()
-    with pytest.raises(ValueError, match=r"batch_size: expected at most 200 .*got 300"):
+    with pytest.raises(UsageError, match=r"batch_size: expected at most 200 .*got 300"):
+        dm.setup("fit")  # before any training step or sanity check
+    dm.setup("test")  # testing takes no training batch
+    with pytest.raises(UsageError, match=r"batch_size: expected at most 200 .*got 300"):
         dm.train_dataloader()
 
 
 def test_missing_data_error_names_where_to_get_the_files(tmp_path):
     with pytest.raises(DataMissingError, match=r"cifar-10-python\.tar\.gz and extract it into"):
         ImageDataModule("cifar10", root=str(tmp_path), download=False).setup()
-    with pytest.raises(DataMissingError, match=r"train-images-idx3-ubyte\.gz.* and gunzip them into"):
+    with pytest.raises(DataMissingError, match=r"train-images-idx3-ubyte\.gz.* into .*\(\.gz or unpacked\)"):
         ImageDataModule("mnist", root=str(tmp_path), download=False).setup()
     assert not Path(tmp_path, "manualnet-cache").exists()
+
+
+def test_crop_pad_of_the_image_side_or_more_raises_naming_the_side():
+    with pytest.raises(ValueError, match=r"crop_pad: expected less than the image side 28 of Fashion-MNIST, got 28"):
+        ImageDataModule("fashion-mnist", crop_pad=28)
+    ImageDataModule("fashion-mnist", crop_pad=27)  # the largest that keeps a pixel of the image in every window
+
+
+def test_flip_for_mnist_digits_raises_saying_why():
+    with pytest.raises(
+        ValueError, match=r"flip: expected false for MNIST \(a mirrored 2, 3, .* is no digit\), got true"
+    ):
+        ImageDataModule("mnist", flip=True)
+    ImageDataModule("mnist", crop_pad=2)  # a crop keeps a digit a digit

@@ -1,18 +1,23 @@
 """Exact resume through the CLI: a run stopped after epoch 1 of 3 and resumed from its last.ckpt ends with bitwise the
-weights and optimizer state of the run that was never stopped (CPU), and resuming never touches the old run's files.
+weights and optimizer state of the run that was never stopped (CPU) and with its record (the epoch history, the best
+checkpoint and its val_acc and test_acc), also from a checkpoint moved to another folder; resuming never touches the
+old run's files.
 
 The runs go through lightning_ref.cli.main in this process (fake CIFAR-10 from conftest, augmentation on, the
 gradient cross-check on as by default), in tmp_path as the working directory, so they write tmp_path/runs/...
 """
 
 import hashlib
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_ref.callbacks import RunRecorder
+from lightning_ref.callbacks import GradientCrossCheck
 from lightning_ref.cli import main
 
 
@@ -21,6 +26,10 @@ def fit(root: Path, *extra: str) -> None:
         ["fit", "--data.dataset", "cifar10", "--data.root", str(root), "--data.download", "false"]
         + ["--data.batch_size", "50", "--data.val_size", "100", "--model.hidden", "16", "--model.lr", "0.05"]
         + ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
+        # "Best" by the highest val_loss: epoch 0's (val_loss falls here), from before the stop, so a resumed run
+        # must carry it over from the stopped run to end with the same best. save_top_k -1: Lightning writes
+        # last.ckpt only along with a top-k checkpoint, and the last epoch must be in last.ckpt.
+        + ["--checkpoint.monitor", "val_loss", "--checkpoint.mode", "max", "--checkpoint.save_top_k", "-1"]
         + list(extra)
     )
 
@@ -44,18 +53,41 @@ def runs(fake_cifar10, tmp_path, monkeypatch):
         trainer.should_stop = True
 
     with monkeypatch.context() as m:
-        m.setattr(RunRecorder, "on_train_epoch_end", stop, raising=False)
+        m.setattr(GradientCrossCheck, "on_train_epoch_end", stop, raising=False)
         fit(fake_cifar10)
     return fake_cifar10
 
 
-def test_a_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one(runs, capsys):
+RECORD = ("epochs", "history", "best_score", "test_acc", "train_loss")
+
+
+def same_record(resumed: Path, straight: Path) -> None:
+    """The resumed run's metrics.json tells the uninterrupted run's story: every epoch's figures, the best checkpoint
+    (its name, in the resumed run's own folder), its score and test_acc."""
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (resumed, straight))
+    assert [h["epoch"] for h in a["history"]] == [0, 1, 2]
+    assert torch.load(a["best_ckpt"], weights_only=True)["epoch"] == 0  # the best from before the stop
+    assert {k: a[k] for k in RECORD} == {k: b[k] for k in RECORD}
+    assert Path(a["best_ckpt"]).name == Path(b["best_ckpt"]).name
+    assert Path(a["best_ckpt"]) == (resumed / "checkpoints" / Path(b["best_ckpt"]).name).resolve()
+    assert Path(a["best_ckpt"]).is_file()
+
+
+def test_a_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one_with_its_history_and_best(runs, capsys, monkeypatch):
     stopped = torch.load(run_dir(1) / "checkpoints" / "last.ckpt", weights_only=True)
     assert stopped["epoch"] == 0 and stopped["global_step"] == 10  # stopped after the first of 3 epochs
     before = file_hashes(run_dir(1))
     capsys.readouterr()
+    reads, load = [], torch.load
 
-    fit(runs, "--ckpt_path", str(run_dir(1) / "checkpoints" / "last.ckpt"))
+    def counted_load(f, *args, **kwargs):
+        reads.append(os.path.realpath(f if isinstance(f, (str, os.PathLike)) else getattr(f, "path", f.name)))
+        return load(f, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "load", counted_load)
+        fit(runs, "--ckpt_path", str(run_dir(1) / "checkpoints" / "last.ckpt"))
+    assert reads.count(os.path.realpath(run_dir(1) / "checkpoints" / "last.ckpt")) == 1  # read once
 
     assert capsys.readouterr().out.splitlines()[-1] == f"metrics: {run_dir(2) / 'metrics.json'}"  # a new run folder
     straight = torch.load(run_dir(0) / "checkpoints" / "last.ckpt", weights_only=True)
@@ -69,6 +101,29 @@ def test_a_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one(runs, capsys)
     assert all(torch.equal(a, b) for a, b in zip(momentum, momentum_resumed, strict=True))
     assert straight["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"] == 30
     assert file_hashes(run_dir(1)) == before  # the stopped run's files are untouched
+    same_record(run_dir(2), run_dir(0))
+
+
+def test_a_moved_checkpoint_resumes_to_the_end_with_its_best_or_says_that_the_best_is_gone(runs, tmp_path, capsys):
+    stopped = run_dir(1) / "checkpoints"
+    shutil.copytree(stopped, tmp_path / "moved" / "whole")  # the checkpoints folder, best and last, elsewhere
+    (tmp_path / "moved" / "alone").mkdir()
+    shutil.copy(stopped / "last.ckpt", tmp_path / "moved" / "alone")  # last.ckpt only
+    shutil.move("runs", "old")  # where the checkpoint says the best was: gone
+    straight = Path("old", "manualnet", "version_0")
+    capsys.readouterr()
+
+    fit(runs, "--ckpt_path", str(tmp_path / "moved" / "whole" / "last.ckpt"))
+    assert "note" not in capsys.readouterr().err
+    same_record(run_dir(0), straight)
+
+    fit(runs, "--ckpt_path", str(tmp_path / "moved" / "alone" / "last.ckpt"))
+    note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(note) == 1 and "the best is tracked again from the resumed epochs" in note[0]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (run_dir(1), straight))
+    assert a["history"] == b["history"]  # the history travels in the checkpoint itself
+    assert a["best_score"] == max(h["val_loss"] for h in a["history"][1:])  # the best of the epochs after the stop
+    assert Path(a["best_ckpt"]).parent == (run_dir(1) / "checkpoints").resolve() and Path(a["best_ckpt"]).is_file()
 
 
 def test_resuming_with_another_max_epochs_is_refused_before_training_and_changes_nothing(runs, capsys):

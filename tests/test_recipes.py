@@ -1,0 +1,143 @@
+"""The training recipes (lightning_ref/recipes/<dataset>.yaml): one per data set, shipped as package data, picked by
+manualnet-train when no --config is given (and said so), overridden by the command line, each holding only what is
+its data set's own (no code default restated), and refused with one line when a key is unknown. The commands the
+README quotes parse."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_ref.cli import RECIPES, main, with_recipe
+from lightning_ref.data import SPECS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"data": {"flip": True}} -> {"data.flip": True}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and "class_path" not in v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resolved(args: list[str], capsys) -> tuple[dict[str, object], str]:
+    """The flattened config manualnet-train resolves from args (--print_config), and what it said on stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    out = capsys.readouterr()
+    return flat(yaml.safe_load(out.out)), out.err
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["manualnet-train"])  # main() parses its args list, not pytest's
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("dataset", list(SPECS))
+def test_every_data_set_has_a_recipe_that_names_it_and_sets_its_epochs(dataset):
+    recipe = flat(yaml.safe_load((RECIPES / f"{dataset}.yaml").read_text()))
+    assert recipe["data.dataset"] == dataset
+    assert isinstance(recipe["trainer.max_epochs"], int) and 1 <= recipe["trainer.max_epochs"] <= 200
+
+
+def test_the_recipes_are_package_data_so_a_wheel_carries_them():
+    section = (REPO / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1].split("\n[")[0]
+    patterns = re.findall(r'"([^"]+)"', re.search(r"^lightning_ref = \[(.*)\]", section, re.M).group(1))
+    shipped = {p for pattern in patterns for p in (REPO / "lightning_ref").glob(pattern)}
+    assert {RECIPES / f"{name}.yaml" for name in SPECS} <= shipped
+    assert sorted(RECIPES.glob("*")) == sorted(shipped)  # nothing else in the folder, nothing left out
+
+
+@pytest.mark.parametrize("dataset", list(SPECS))
+def test_fit_without_config_runs_its_data_sets_recipe_and_says_which(dataset, capsys):
+    config, err = resolved(["fit", "--data.dataset", dataset], capsys)
+    recipe = flat(yaml.safe_load((RECIPES / f"{dataset}.yaml").read_text()))
+    assert {k: config[k] for k in recipe} == recipe
+    assert f"manualnet-train: recipe {RECIPES / f'{dataset}.yaml'}" in err
+
+
+def test_fit_without_any_option_runs_the_cifar10_recipe(capsys):
+    config, err = resolved(["fit"], capsys)
+    assert config["data.dataset"] == "cifar10" and str(RECIPES / "cifar10.yaml") in err
+    assert (
+        config["trainer.max_epochs"]
+        == flat(yaml.safe_load((RECIPES / "cifar10.yaml").read_text()))["trainer.max_epochs"]
+    )
+
+
+def test_command_line_options_override_the_recipe_and_a_config_replaces_it(tmp_path, capsys):
+    config, _ = resolved(["fit", "--data.dataset=fashion-mnist", "--trainer.max_epochs", "3"], capsys)
+    assert config["trainer.max_epochs"] == 3 and config["data.dataset"] == "fashion-mnist"
+    own = tmp_path / "own.yaml"
+    own.write_text("data:\n  dataset: mnist\ntrainer:\n  max_epochs: 7\n")
+    config, err = resolved(["fit", "--config", str(own)], capsys)
+    assert config["trainer.max_epochs"] == 7 and "recipe" not in err
+
+
+def test_with_recipe_inserts_the_recipe_right_after_the_subcommand_only_without_a_config():
+    recipe = str(RECIPES / "mnist.yaml")
+    assert with_recipe(["fit", "--data.dataset", "mnist", "--x", "1"]) == [
+        "fit",
+        "--config",
+        recipe,
+        "--data.dataset",
+        "mnist",
+        "--x",
+        "1",
+    ]
+    assert with_recipe(["fit", "--config", "a.yaml", "--data.dataset", "mnist"])[1:3] == ["--config", "a.yaml"]
+    assert with_recipe(["--help"]) == ["--help"]
+    assert with_recipe(["fit", "--data.dataset", "cifar11"]) == ["fit", "--data.dataset", "cifar11"]
+
+
+@pytest.mark.parametrize("dataset", list(SPECS))
+def test_no_recipe_restates_a_code_default(dataset, tmp_path, capsys):
+    """Each default lives in one place: a recipe only holds values that differ from the code's (and its data set)."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(f"data:\n  dataset: {dataset}\n")
+    defaults, _ = resolved(["fit", "--config", str(empty)], capsys)
+    recipe = flat(yaml.safe_load((RECIPES / f"{dataset}.yaml").read_text()))
+    restated = {k: v for k, v in recipe.items() if k != "data.dataset" and defaults[k] == v}
+    assert restated == {}
+
+
+def test_a_recipe_with_an_unknown_key_exits_2_naming_it_before_any_run(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((RECIPES / "mnist.yaml").read_text() + "model:\n  hiden: 64\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(bad)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("manualnet-train: error: ") and "'model.hiden'" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def readme_commands() -> list[list[str]]:
+    """The `manualnet-train fit ...` commands the README quotes (one per line), as argument lists, less any
+    --ckpt_path (the checkpoints they name are a user's, not in the repository)."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for line in re.findall(r"^\s*(manualnet-train fit[^#\n`]*)", text, re.M):
+        args = line.split()[1:]
+        while "--ckpt_path" in args:
+            i = args.index("--ckpt_path")
+            del args[i : i + 2]
+        commands.append(args)
+    return commands
+
+
+def test_the_readme_quotes_commands_and_each_one_parses(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # the commands' paths are relative to the repository
+    commands = readme_commands()
+    assert len(commands) >= 4
+    for args in commands:
+        resolved(args, capsys)
