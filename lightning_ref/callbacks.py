@@ -201,3 +201,27 @@ class RunRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self.samples += len(batch[1]) * trainer.world_size
+
+
+class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with last.ckpt written at the end of every epoch.
+
+    Lightning 2.6 writes last.ckpt only in the epochs that also saved a top-k checkpoint, so with save_top_k=1 it
+    is the last *improving* epoch, not the last epoch: a stopped run resumed from it would redo epochs. Here it is
+    the end of the newest epoch, as its name and the README promise.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # top-k, and last.ckpt only when a top-k was saved
+        if self._should_save_on_train_epoch_end(trainer):  # validation (if any) ran in this epoch already
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):  # validation at other points than the epoch end
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        """last.ckpt, unless this step's checkpoint was saved already (with a top-k one, or during sanity checks)."""
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -33,11 +33,11 @@ import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _load as pl_load
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from lightning_ref.callbacks import GradientCrossCheck, RunRecorder
+from lightning_ref.callbacks import GradientCrossCheck, ModelCheckpoint, RunRecorder
 from lightning_ref.data import DataMissingError, ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1

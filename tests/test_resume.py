@@ -27,9 +27,8 @@ def fit(root: Path, *extra: str) -> None:
         + ["--data.batch_size", "50", "--data.val_size", "100", "--model.hidden", "16", "--model.lr", "0.05"]
         + ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
         # "Best" by the highest val_loss: epoch 0's (val_loss falls here), from before the stop, so a resumed run
-        # must carry it over from the stopped run to end with the same best. save_top_k -1: Lightning writes
-        # last.ckpt only along with a top-k checkpoint, and the last epoch must be in last.ckpt.
-        + ["--checkpoint.monitor", "val_loss", "--checkpoint.mode", "max", "--checkpoint.save_top_k", "-1"]
+        # must carry it over from the stopped run to end with the same best.
+        + ["--checkpoint.monitor", "val_loss", "--checkpoint.mode", "max"]
         + list(extra)
     )
 
@@ -56,6 +55,15 @@ def runs(fake_cifar10, tmp_path, monkeypatch):
         m.setattr(GradientCrossCheck, "on_train_epoch_end", stop, raising=False)
         fit(fake_cifar10)
     return fake_cifar10
+
+
+def test_last_ckpt_holds_the_last_epoch_when_the_best_is_an_earlier_one(runs):
+    """Lightning 2.6 writes last.ckpt only in epochs that save a top-k checkpoint; ours writes it every epoch. The
+    best here is epoch 0 (highest val_loss), so only an every-epoch last.ckpt holds epoch 2 of the straight run."""
+    ckpts = run_dir(0) / "checkpoints"
+    assert [p.name for p in ckpts.glob("best-*.ckpt")] == [next(ckpts.glob("best-epoch000-*")).name]
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 10)  # 3 epochs of (600 - 100 validation) / 50 steps
 
 
 RECORD = ("epochs", "history", "best_score", "test_acc", "train_loss")
