@@ -174,9 +174,12 @@ def write_tables(out: Path, columns: list[str], rows: list[dict], winner: str, t
         for r in rows:
             w.writerow([cell(r, c) for c in columns] + [int(r["trial"] == winner)])
     tested = "not tested (--test-winner)" if test_acc is None else f"test accuracy {test_acc:.4f} (measured once)"
+    others = [(p.parent.name, json.loads(p.read_text())["test_acc"]) for p in sorted(out.glob("t-*/test.json"))]
+    others = ", ".join(f"{t} {acc:.4f}" for t, acc in others if t != winner)
     lines = [
         f"Sweep in {out}: {len(rows)} trials, best validation accuracy first. Blank: the recipe's value. Winner by "
-        f"validation accuracy: **{winner}**, {tested}; no other trial was tested.",
+        f"validation accuracy: **{winner}**, {tested}; "
+        + (f"also tested before, as the winners of earlier stages: {others}." if others else "no other trial tested."),
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---" if c == "trial" or "." in c else "---:" for c in columns) + " |",
