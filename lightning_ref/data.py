@@ -34,7 +34,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from lightning_ref.sources import DataFileError, decode_split, find, is_cifar, source_of, split_names
-from manualnet.checks import check_int
+from manualnet.checks import check_int, check_labels
 
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a network that swallows packets fails instead of hanging
 CACHE_VERSION = 2  # bump when the cached layout changes
@@ -274,6 +274,8 @@ class ImageDataModule(L.LightningDataModule):
                 self._generate(False) if self.spec.cls is None else self._load_split(False, False)
             )
             self.mean, self.std = _channel_stats(self.x_train)
+            for name in ("y_train", "y_val", "y_test"):  # the labels' range, once per data set (not in every step)
+                check_labels(getattr(self, name), len(getattr(self, name)), self.num_classes, torch.device("cpu"), name)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         device = device if device.type == "cuda" else torch.device("cpu")
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):

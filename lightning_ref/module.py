@@ -8,6 +8,12 @@ weights, so two runs with the same seed and data differ only in the backward pas
 The learning rate follows a schedule stepped after every optimizer step (not every epoch), over
 trainer.estimated_stepping_batches steps: "onecycle" (cosine warm-up from lr/25 to lr over the first 15% of the steps,
 then cosine down to lr/2.5e5) or "cosine" (cosine from lr down to 0). A resumed fit continues the checkpoint's schedule.
+
+compile=True runs each training step (forward, the hand-written backward and the optimizer step) as one
+torch.compile'd function, with CUDA graphs on a GPU (mode="reduce-overhead"); the optimizer and schedule are the same,
+stepped by the module itself (Lightning's manual optimization: its optimizer wrapper runs a closure, which compile
+can't trace). The training step reads no tensor value to the host (no device sync): the labels' range is asserted on
+the device, and the step's loss and accuracy are accumulated in metrics that are read at the epoch end.
 """
 
 import math
@@ -16,10 +22,12 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ref.callbacks import GradientCrossCheck
 from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
 from manualnet.checks import check_int
@@ -59,6 +67,7 @@ class TwoLayerClassifier(L.LightningModule):
         nesterov: bool = True,
         weight_decay: float = 5e-4,
         schedule: Literal["onecycle", "cosine"] = "onecycle",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
@@ -74,6 +83,8 @@ class TwoLayerClassifier(L.LightningModule):
         _check_real("momentum", momentum, 0.0, 1.0)
         _check_real("weight_decay", weight_decay, 0.0, math.inf)
         _check_choice("schedule", schedule, ("onecycle", "cosine"))
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile: expected a bool, got {compile!r}")
         if optimizer == "sgd" and nesterov and momentum == 0:
             raise ValueError(
                 f"nesterov: expected momentum > 0 for Nesterov SGD, got nesterov=True with momentum={momentum}"
@@ -81,18 +92,36 @@ class TwoLayerClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.input_shape = tuple(input_shape)
         self.impl = impl
+        self.automatic_optimization = not compile  # compiled: the module steps its optimizer in the compiled step
+        self._compiled_step = None  # torch.compile(self._train_step), made on the first step
 
         # The same seeded weights for both impls: w1 ~ N(0, 2/D), w2 ~ N(0, 1/H), biases 0 (TwoLayerNet's init).
         net = TwoLayerNet(math.prod(input_shape), hidden, num_classes, seed=seed)
         self.net = net if impl == "manual" else reference_from(net)
 
-        self.train_loss = MeanMetric()  # the epoch's mean training loss, over all ranks
+        # The epoch's mean training loss, over all ranks. nan_strategy="disable": the NaN check reads the loss to the
+        # host (a device sync every step); a NaN loss shows in the epoch mean instead.
+        self.train_loss = MeanMetric(nan_strategy="disable")
         # One accuracy per split (torchmetrics keeps each split's running counts apart and syncs them under DDP).
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Training: validate_args=False, as torchmetrics' input checks count unique values for some inputs
+        # (torch.unique: a sync on CUDA); the labels are checked once when the data is loaded and, on the device, by
+        # the loss.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def on_train_start(self) -> None:
+        if self.hparams.compile:
+            if self.trainer.world_size > 1:
+                raise ValueError(
+                    f"compile: the compiled step runs on one device, got {self.trainer.world_size} processes "
+                    "(run without --model.compile, or on one device)"
+                )
+            if any(isinstance(cb, GradientCrossCheck) and cb.every_n_steps > 0 for cb in self.trainer.callbacks):
+                rank_zero_warn(
+                    "compile: GradientCrossCheck checks eager steps only (its hook runs in Lightning's optimizer step,"
+                    " which the compiled step replaces); tests/test_compiled_step.py checks the compiled gradients"
+                )
         # A resumed fit continues the checkpoint's schedule: its length must be this run's number of steps.
         sched = self.lr_schedulers()
         planned = sched.total_steps if self.hparams.schedule == "onecycle" else sched.T_max
@@ -115,12 +144,39 @@ class TwoLayerClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss, s2 = self.loss_and_scores(x, y)
+        loss, s2 = self.compiled_step(x, y) if self.hparams.compile else self.loss_and_scores(x, y)
         # update() only: the epoch values are logged once, at the epoch end (self.log has a Python cost every call)
         self.train_loss.update(loss.detach())
         self.train_acc.update(s2.detach(), y)
-        self.log("train_loss_step", loss, prog_bar=True)  # this rank's batch: no sync in the step
+        # This rank's batch loss, to the logger: Lightning reads it to the host only at its logging steps
+        # (log_every_n_steps). Not on the progress bar, which would read it every step (a device sync).
+        self.log("train_loss_step", loss)
         return loss
+
+    def compiled_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer step under torch.compile: the loss and scores (copies), the schedule stepped after it."""
+        lightning_opt = self.optimizers()
+        opt = lightning_opt.optimizer  # the torch optimizer itself, not Lightning's closure-running wrapper
+        opt.zero_grad(set_to_none=True)
+        if self._compiled_step is None:
+            mode = "reduce-overhead" if x.device.type == "cuda" else None  # CUDA graphs on a GPU
+            self._compiled_step = torch.compile(self._train_step, mode=mode)
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be overwritten
+        # What LightningOptimizer.step does around the optimizer's step: count it (trainer.global_step, which
+        # max_steps, logging and checkpointing go by).
+        lightning_opt._on_before_step()
+        loss, s2 = self._compiled_step(x, y, opt)
+        lightning_opt._on_after_step()
+        self.lr_schedulers().step()
+        # CUDA graph outputs are overwritten by the graph's next replay: keep copies (a scalar and (N,C) values).
+        return loss.clone(), s2.clone()
+
+    def _train_step(self, x: Tensor, y: Tensor, opt: torch.optim.Optimizer) -> tuple[Tensor, Tensor]:
+        """Forward, backward (the hand-written one, traced by compile into the backward graph), optimizer step."""
+        loss, s2 = self.loss_and_scores(x, y)
+        loss.backward()
+        opt.step()
+        return loss.detach(), s2.detach()
 
     def on_train_epoch_end(self) -> None:
         # Metric objects: Lightning computes them (synced over the ranks under DDP) and resets them for the next epoch
@@ -151,10 +207,17 @@ class TwoLayerClassifier(L.LightningModule):
         ]
         # fused: one pass over each parameter, no temporaries. The unfused CPU step allocates a new (D,H) tensor for
         # the weight decay and another for the Nesterov term every step, which took ~18 ms of a ~60 ms step at H=2048.
+        # Compiled: not fused (compile can't trace the fused kernel, it would run eagerly; inductor fuses the plain
+        # step itself), and lr a tensor on the parameters' device, which the schedule fills in place: a Python float
+        # would be a constant of the compiled graph, recompiled at every new value.
+        # AdamW compiled on a GPU: capturable, its step count on the device (CUDA graphs can't read a host counter).
+        fused = not hp.compile
+        lr = hp.lr if fused else torch.tensor(hp.lr, device=self.device)
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=True)
+            opt = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=fused)
         else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr, fused=True)
+            capturable = hp.compile and self.device.type == "cuda"
+            opt = torch.optim.AdamW(groups, lr=lr, fused=fused, capturable=capturable)
         steps = int(self.trainer.estimated_stepping_batches)
         if hp.schedule == "onecycle":
             # lr/25 -> lr over 15% of the steps, then -> lr/25/1e4; momentum stays as configured.

@@ -76,21 +76,34 @@ def check_scores(s2: Tensor) -> None:
         raise ValueError(f"s2: expected scores of shape (N, C) with N, C >= 1, got {tuple(s2.shape)}")
 
 
-def check_labels(y: object, n: int, num_classes: int, device: torch.device) -> None:
+def check_labels(y: object, n: int, num_classes: int, device: torch.device, name: str = "y") -> None:
     """y must be an int64 tensor of shape (n,) on `device` with every value in [0, num_classes).
 
-    The range check reads the values (one device sync on CUDA); under torch.compile or a torch.func transform it
-    is skipped and an out-of-range label fails inside gather instead.
+    The range is checked on y's device without reading the values to the host (no sync on CUDA; see
+    assert_labels_in_range). Under torch.compile or a torch.func transform it is skipped, and an out-of-range label
+    fails inside gather instead. `name` is the argument named in the errors.
     """
     if not isinstance(y, Tensor):
-        raise TypeError(f"y: expected a torch.Tensor of int64 class indices, got {type(y).__name__}")
+        raise TypeError(f"{name}: expected a torch.Tensor of int64 class indices, got {type(y).__name__}")
     if y.dtype != torch.int64:
-        raise TypeError(f"y: expected int64 class indices, got dtype {y.dtype}")
+        raise TypeError(f"{name}: expected int64 class indices, got dtype {y.dtype}")
     if y.shape != (n,):
-        raise ValueError(f"y: expected shape (N,) = ({n},), got {tuple(y.shape)}")
+        raise ValueError(f"{name}: expected shape (N,) = ({n},), got {tuple(y.shape)}")
     if y.device != device:
-        raise ValueError(f"y: expected a tensor on the scores' device {device}, got one on {y.device}")
+        raise ValueError(f"{name}: expected a tensor on the scores' device {device}, got one on {y.device}")
     if not _is_tracing():
-        lo, hi = torch.stack(torch.aminmax(y)).tolist()  # one sync for both ends
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"y: expected class indices in [0, {num_classes}), got values from {lo} to {hi}")
+        assert_labels_in_range(y, num_classes, name)
+
+
+def assert_labels_in_range(y: Tensor, num_classes: int, name: str = "y") -> None:
+    """Every value of the int64 tensor y is in [0, num_classes), checked on y's device with no host read.
+
+    On CUDA the check is queued like any kernel (torch._assert_async): a failure stops the process at the next
+    synchronisation, with this message. On the CPU it is immediate and raises ValueError with the values' range.
+    """
+    msg = f"{name}: expected class indices in [0, {num_classes})"
+    try:
+        torch._assert_async(((y >= 0) & (y < num_classes)).all(), msg)
+    except RuntimeError:  # only on the CPU, where the assert is synchronous: name the range the values span
+        lo, hi = torch.aminmax(y)
+        raise ValueError(f"{msg}, got values from {lo.item()} to {hi.item()}") from None

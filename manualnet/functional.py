@@ -12,6 +12,8 @@ torch ops so that double backward (gradgradcheck) is exact. Both Functions use t
 form with `generate_vmap_rule = True`, so `torch.func.grad` and `torch.func.vmap` work over them.
 """
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -88,27 +90,32 @@ class SoftmaxCrossEntropyFn(torch.autograd.Function):
 
     @staticmethod
     def forward(s2: Tensor, y: Tensor) -> Tensor:
-        # -ln p_y = logsumexp(s2) - s2_y, with the row max m subtracted before exp so that exp never overflows.
-        m = s2.amax(dim=1, keepdim=True)  # (N,1)
-        lse = m.squeeze(1) + (s2 - m).exp().sum(dim=1).log()  # ln sum_j exp(s_j)   (N,)
-        s2_y = s2.gather(1, y.unsqueeze(1)).squeeze(1)  # s_{y_i}   (N,)
-        return (lse - s2_y).mean()
+        # ln softmax(s2) = s2 - ln sum_j exp(s2_j), row-wise with the row max subtracted first (exp never overflows)
+        log_p = torch.log_softmax(s2, dim=1)  # (N,C)
+        return -log_p.gather(1, y.unsqueeze(1)).mean()  # -ln P[i, y_i], averaged over the N rows
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         s2, y = inputs
-        # Saved: s2 (an input) to recompute P in backward, and y for the one-hot Y. P is recomputed rather than
+        # Saved: s2 (an input) to recompute P in backward, and y for where Y has its 1s. P is recomputed rather than
         # kept from forward so that double backward sees it as a function of s2.
         ctx.save_for_backward(s2, y)
 
     @staticmethod
     def backward(ctx, dloss: Tensor):
         s2, y = ctx.saved_tensors
-        n, c = s2.shape
+        n = s2.shape[0]
         p = torch.softmax(s2, dim=1)  # P = softmax(S2)   (N,C)
-        y_onehot = torch.arange(c, device=y.device) == y.unsqueeze(1)  # Y   (N,C), one 1 per row
-        ds2 = (p - y_onehot.to(p.dtype)) * (dloss / n)  # dL/dS2 = (P - Y) / N   (N,C)
+        # P - Y, with Y the one-hot labels (one 1 per row, at y_i): subtract 1 at (i, y_i), no (N,C) one-hot built.
+        p_minus_y = p.scatter_add(1, y.unsqueeze(1), p.new_full((n, 1), -1.0))  # (N,C)
+        ds2 = p_minus_y * (dloss / n)  # dL/dS2 = (P - Y) / N   (N,C)
         return ds2, None
+
+
+# Function.apply binds its arguments to forward's signature with inspect.signature on every call (~9 us here, a
+# twentieth of the whole step at N=D=H=64); inspect.signature returns a function's __signature__ when it is set.
+for _fn in (TwoLayerNetFn, SoftmaxCrossEntropyFn):
+    _fn.forward.__signature__ = inspect.signature(_fn.forward)
 
 
 def _autocast_dtype(x: Tensor) -> torch.dtype | None:

@@ -1,4 +1,5 @@
-"""Plot step time against H from scripts/benchmark.py's JSON: the four variants, with the GEMM floor drawn in.
+"""Plot step time against H from scripts/benchmark.py's JSON: the four variants, with the GEMM floor drawn in (each
+large product in its fastest layout).
 
 python scripts/bench_plot.py runs/bench/benchmark.json runs/bench/step_time.png
 """
@@ -17,7 +18,8 @@ VARIANTS = ("manual", "autograd", "autograd_compiled", "manual_compiled")
 
 def plot_step_times(results: dict, png: str | Path) -> None:
     """Median forward+backward time (bars: quartiles) against H for the shapes sharing the most common (N, D, C),
-    one panel per TF32 setting on CUDA; the floor (x @ w1 and x^T @ ds1 alone) as a dashed black line."""
+    one panel per TF32 setting on CUDA; the floor (s1 = x w1 and dW1 = x^T dS1 alone, each in its fastest layout) as a
+    dashed black line."""
     rows = results["steps"]
     if not rows:
         raise ValueError("results: no step rows to plot")
@@ -34,7 +36,7 @@ def plot_step_times(results: dict, png: str | Path) -> None:
             med = [s["median"] for s in st]
             bars = [[s["median"] - s["q1"] for s in st], [s["q3"] - s["median"] for s in st]]
             ax.errorbar(hs, med, yerr=bars, marker="o", markersize=4, capsize=3, label=name)
-        ax.plot(hs, [r["floor_ms"] for r in sel], "k--", marker="x", label="GEMM floor (x@w1 + x^T@ds1)")
+        ax.plot(hs, [r["floor_ms"] for r in sel], "k--", marker="x", label="GEMM floor (s1, dW1: fastest layouts)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("hidden units H")

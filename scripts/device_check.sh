@@ -1,39 +1,66 @@
 #!/usr/bin/env bash
-# The GPU device check, one command, under 5 minutes on an H100/H200 (docs/performance.md):
+# The GPU device check, one command, under 7 minutes on an H100/H200 (docs/performance.md):
 #
 #   bash scripts/device_check.sh                 # on the GPU machine; results in $OUT, else runs/device_check/
 #   bash scripts/device_check.sh --cpu-dry-run   # the same steps, tiny and on the CPU, to check the script itself
+#   bash scripts/device_check.sh --only benchmark,train   # only these steps (env always runs)
 #
 # Steps, each with its own time limit, log and exit status (a failing step does not stop the others):
 #   env        nvidia-smi, python, torch, CUDA and the packages found
-#   tests      the CUDA tests: pytest -k cuda (files that need jsonargparse are left out when it is absent)
+#   tests      the CUDA tests: pytest -k cuda (files that need jsonargparse are left out when it is absent), among
+#              them a Lightning training step under torch.cuda.set_sync_debug_mode("error"), eager and compiled
 #   gradients  scripts/gradient_report.py: float32, float64, bf16 and fp16 autocast, on CPU and CUDA
-#   benchmark  scripts/benchmark.py --quick: step times by CUDA events with TF32 off and on, peak memory, the
-#              GEMM floor, the epoch comparison; the GPU goals are judged at the end of benchmark.md
+#   benchmark  scripts/benchmark.py --quick: step times by CUDA events with TF32 off and on (N=D=H=64 too), the
+#              compiled training step (CUDA graphs) next to eager, peak memory, the GEMM floor, the epoch comparison;
+#              the GPU goals are judged at the end of benchmark.log
 #   train      5 epochs of the Lightning fit on generated CIFAR-sized data (50,000 training images, H=512), timed
-#              per epoch, through the Trainer API (scripts/benchmark.py --fit-epochs: works without jsonargparse);
-#              and, where jsonargparse is importable, the same through the CLI (scripts/train.py fit)
+#              per epoch, through the Trainer API (scripts/benchmark.py --fit-epochs: works without jsonargparse)
+#   train_compiled  the same 5 epochs with the compiled step (--fit-compile: compile=True, CUDA graphs); its first
+#              epoch holds the compilation
+#   cli_train  where jsonargparse is importable, the 5 epochs through the CLI (scripts/train.py fit)
 # summary.md lists each step's status and time and the goal tables; the exit status is 1 when any step failed.
 #
 # Python: the system python3 when it imports torch (the GPU machine's own), else .venv/bin/python. The project is not
 # pip-installed there: PYTHONPATH holds the repository root. A wheels/ folder in the repository (or $WHEELS) holding
 # jsonargparse and its dependencies is installed into a temporary folder on PYTHONPATH when jsonargparse is missing
-# (make one where there is network: pip download --dest wheels 'jsonargparse[signatures]>=4.27').
+# (make one where there is network: pip download --no-deps --dest wheels 'jsonargparse>=4.27' docstring-parser
+# typeshed-client).
 set -uo pipefail
 
+STEPS="tests gradients benchmark train train_compiled cli_train"
 DRY=0
-for arg in "$@"; do
-    case "$arg" in
+ONLY="$STEPS"
+while [ $# -gt 0 ]; do
+    case "$1" in
         --cpu-dry-run) DRY=1 ;;
+        --only)
+            ONLY="${2:-}"
+            ONLY="${ONLY//,/ }"
+            shift
+            for step in $ONLY; do
+                case " $STEPS " in
+                    *" $step "*) ;;
+                    *)
+                        echo "device_check.sh: --only: unknown step '$step' (expected some of: $STEPS)" >&2
+                        exit 2
+                        ;;
+                esac
+            done
+            [ -n "$ONLY" ] || {
+                echo "device_check.sh: --only: expected a comma-separated list of steps ($STEPS)" >&2
+                exit 2
+            }
+            ;;
         -h | --help)
             sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "device_check.sh: unknown argument '$arg' (expected --cpu-dry-run or --help)" >&2
+            echo "device_check.sh: unknown argument '$1' (expected --cpu-dry-run, --only STEPS or --help)" >&2
             exit 2
             ;;
     esac
+    shift
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,8 +84,9 @@ if ! "$PY" -c "import jsonargparse" >/dev/null 2>&1; then
     WHEELS="${WHEELS:-$ROOT/wheels}"
     if [ -d "$WHEELS" ]; then
         SITE="$(mktemp -d)"
-        if "$PY" -m pip install -q --no-index --find-links "$WHEELS" --target "$SITE" 'jsonargparse[signatures]' \
-            >"$DEST/wheels.log" 2>&1; then
+        # --no-deps: the wheels' own dependencies that lightning and torch already bring (PyYAML, typing-extensions)
+        # are found where they are; the wheels hold the rest (docstring-parser, typeshed-client).
+        if "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl >"$DEST/wheels.log" 2>&1; then
             export PYTHONPATH="$PYTHONPATH:$SITE"
         fi
     fi
@@ -68,29 +96,36 @@ HAVE_JSONARGPARSE=0
 
 if [ "$DRY" = 1 ]; then
     DEVICE=cpu
-    BENCH_ARGS=(--shapes "32,48,16,10" --reps 2 --warmup 1 --epoch-images 1024 --epoch-hidden 16 --dataloader-batches 2)
+    BENCH_ARGS=(--shapes "32,48,16,10" --reps 2 --warmup 3 --epoch-images 1024 --epoch-hidden 16
+        --dataloader-batches 2 --epoch-repeats 1)
     FIT_ARGS=(--fit-epochs 2 --epoch-images 1024 --epoch-hidden 16)
     CLI_DATA=(--data.synthetic_train 1536 --data.synthetic_test 256 --data.val_size 512 --model.hidden 16)
     EPOCHS=2
-    LIMIT=(120 120 300 300 300) # seconds: tests, gradients, benchmark, train, cli_train
+    LIMIT=(120 120 300 300 300 300) # seconds: tests, gradients, benchmark, train, train_compiled, cli_train
 else
     DEVICE=cuda
-    # --quick: H=512 and H=2048 (the goal shapes), TF32 off and on; more repetitions, as GPU steps are short.
-    BENCH_ARGS=(--quick --reps 50 --warmup 5)
+    # --quick: the goal shapes (H=512, H=2048, N=D=H=64), TF32 off and on; each timing sample spans >= 5 ms.
+    BENCH_ARGS=(--quick --reps 30 --warmup 5)
     FIT_ARGS=(--fit-epochs 5 --epoch-images 50000 --epoch-hidden 512)
     CLI_DATA=(--data.synthetic_train 55000 --data.val_size 5000 --model.hidden 512)
     EPOCHS=5
-    LIMIT=(60 30 110 45 40) # seconds, 285 in all with env's 15: the whole check stays under 5 minutes
+    # seconds, 390 in all with env's 15: the whole check stays under 7 minutes
+    LIMIT=(70 25 150 40 55 35)
 fi
 
 FAILED=0
 STATUS="$DEST/status.md"
 printf '| step | exit status | seconds | log |\n| --- | ---: | ---: | --- |\n' >"$STATUS"
 
-# run NAME LIMIT_S COMMAND...: the command under a time limit, its output in NAME.log, a row in status.md.
+# run NAME LIMIT_S COMMAND...: the command under a time limit, its output in NAME.log, a row in status.md; a step
+# not in --only is left out.
 run() {
     local name="$1" limit="$2"
     shift 2
+    case " $ONLY " in
+        *" $name "*) ;;
+        *) return 0 ;;
+    esac
     local t0 rc
     t0="$(date +%s)"
     echo "== $name (limit ${limit}s): $*"
@@ -141,11 +176,13 @@ run gradients "${LIMIT[1]}" "$PY" scripts/gradient_report.py
 run benchmark "${LIMIT[2]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${BENCH_ARGS[@]}" \
     --json "$DEST/benchmark.json" --plot "$DEST/step_time.png"
 run train "${LIMIT[3]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${FIT_ARGS[@]}" --json "$DEST/train.json"
+run train_compiled "${LIMIT[4]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${FIT_ARGS[@]}" --fit-compile \
+    --json "$DEST/train_compiled.json"
 if [ "$HAVE_JSONARGPARSE" = 1 ]; then
-    run cli_train "${LIMIT[4]}" "$PY" scripts/train.py fit --data.dataset synthetic "${CLI_DATA[@]}" \
+    run cli_train "${LIMIT[5]}" "$PY" scripts/train.py fit --data.dataset synthetic "${CLI_DATA[@]}" \
         --trainer.max_epochs "$EPOCHS" --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
         --trainer.devices 1 --trainer.logger.init_args.save_dir "$DEST/cli_runs" --trainer.enable_progress_bar false
-else
+elif [[ " $ONLY " == *" cli_train "* ]]; then
     printf '| cli_train | skipped: jsonargparse absent (train used the Trainer API) | 0 | - |\n' >>"$STATUS"
 fi
 
@@ -153,7 +190,8 @@ fi
     echo "# device check $([ "$DRY" = 1 ] && echo '(CPU dry run)')"
     echo
     cat "$STATUS"
-    for name in benchmark train; do
+    for name in benchmark train train_compiled; do
+        [ -f "$DEST/$name.log" ] || continue
         echo
         echo "## $name"
         echo
@@ -168,10 +206,12 @@ fi
         cat "$f"
         echo '```'
     done
-    echo
-    echo "## gradient report"
-    echo
-    cat "$DEST/gradients.log"
+    if [ -f "$DEST/gradients.log" ]; then
+        echo
+        echo "## gradient report"
+        echo
+        cat "$DEST/gradients.log"
+    fi
 } >"$DEST/summary.md"
 echo "summary: $DEST/summary.md"
 exit "$FAILED"

@@ -1,65 +1,41 @@
-"""Compare the hand-written gradients with autograd's on one random batch, for every device and dtype at hand.
+"""Cross-check the hand-written gradients of the net's loss against plain torch on one seeded batch, for every device
+and dtype at hand, through the harness (manualnet.crosscheck.check_function).
 
-For each device (cpu, and cuda when present) and mode (float64, float32, bf16 autocast, and fp16 autocast on CUDA) it
-builds a seeded TwoLayerNet, the autograd reference holding the same weights (lightning_ref.reference), runs both on
-the same batch through the same loss, and prints one markdown table: per gradient (w1, b1, w2, b2, and the input x)
-the max abs error, the max relative error (of the reference gradient's largest magnitude) and whether the two are
-bitwise equal. It exits with status 1 when any relative error is past its mode's tolerance.
+The batch (N, D, H, C from the command line) goes through both Functions (two_layer_net, then softmax_cross_entropy)
+and through the reference (nn.Linear's and F.cross_entropy's math). The checks: forward, every gradient (x, w1, b1,
+w2, b2), non-contiguous inputs and incoming gradients, autocast (bf16 on CPU; fp16 and bf16 on CUDA), and bitwise
+repeatable backward on CPU, in float32 and float64. It prints the report's Markdown table (max abs and max relative
+error per check, dtype and device, with the tolerance) and exits 1 when a check failed.
 """
 
 import argparse
 import sys
 
 import torch
-import torch.nn.functional as F
 
-from lightning_ref.reference import reference_from, reference_grads
 from manualnet import TwoLayerNet
-from manualnet.crosscheck import GradDiff, compare_all, format_table
+from manualnet.crosscheck import check_function
+from manualnet.fn_checks import RTOL
+from manualnet.net_crosscheck import NET_LOSS
 
-# Max relative error allowed, per mode. float64 and float32: a few hundred units of roundoff (2.2e-16, 6e-8) of the
-# gradients' largest entries, for sums over N and D terms. Under autocast both sides round the same matmul inputs
-# to 16 bits; what can differ is accumulation order: a few units of bf16 (3.9e-3) / fp16 (4.9e-4) roundoff.
-TOLERANCES = {
-    "float64": 1e-10,
-    "float32": 1e-5,
-    "bf16 autocast": 2e-2,
-    "fp16 autocast": 5e-3,
-}
-
-# mode -> (parameter dtype, autocast dtype or None)
-MODES = {
-    "float64": (torch.float64, None),
-    "float32": (torch.float32, None),
-    "bf16 autocast": (torch.float32, torch.bfloat16),
-    "fp16 autocast": (torch.float32, torch.float16),
-}
+CHECKS = ["forward", "backward", "noncontiguous", "autocast", "deterministic"]
 
 
-def cases() -> list[tuple[str, str]]:
-    """(device, mode) pairs available on this machine: fp16 autocast only on CUDA."""
-    pairs = [("cpu", m) for m in ("float64", "float32", "bf16 autocast")]
-    if torch.cuda.is_available():
-        pairs += [("cuda", m) for m in MODES]
-    return pairs
+def devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def gradient_diffs(device: str, mode: str, n: int, d: int, hidden: int, classes: int, seed: int) -> list[GradDiff]:
-    """Manual vs reference gradients of the mean cross-entropy on one seeded random batch."""
-    dtype, autocast = MODES[mode]
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=gen, dtype=dtype).to(device)
-    y = torch.randint(0, classes, (n,), generator=gen).to(device)
-    model = TwoLayerNet(d, hidden, classes, seed=seed, device=device, dtype=dtype)
-    ref = reference_from(model)
-    x_m, x_r = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
-        loss_m = model.loss(x_m, y)
-        loss_r = F.cross_entropy(ref(x_r), y)
-    loss_m.backward()
-    loss_r.backward()
-    manual = {name: getattr(model, name).grad for name in ("w1", "b1", "w2", "b2")} | {"x": x_m.grad}
-    return compare_all(manual, reference_grads(ref) | {"x": x_r.grad})
+def batch_maker(n: int, d: int, hidden: int, classes: int, seed: int):
+    """make_inputs for check_function: x (N,D) and y (N,) drawn from the generator, the weights of a seeded
+    TwoLayerNet (its own initialisation, biases included)."""
+
+    def make_inputs(dtype, device, generator):
+        model = TwoLayerNet(d, hidden, classes, seed=seed, device=device, dtype=dtype)
+        x = torch.randn(n, d, dtype=dtype, device=device, generator=generator)
+        y = torch.randint(0, classes, (n,), device=device, generator=generator)
+        return (x, *(getattr(model, name).detach() for name in ("w1", "b1", "w2", "b2")), y)
+
+    return make_inputs
 
 
 def positive_int(text: str) -> int:
@@ -70,14 +46,13 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    tolerances = ", ".join(f"{mode} {tol:g}" for mode, tol in TOLERANCES.items())
+    tolerances = ", ".join(f"{str(dt).removeprefix('torch.')} {tol:g}" for dt, tol in RTOL.items())
     parser = argparse.ArgumentParser(
         description=(
-            "Compare manualnet's hand-written gradients with the autograd reference's on one seeded random batch. "
-            "Prints one markdown table per device (cpu; cuda if available) and mode (float64, float32, bf16 "
-            "autocast; on CUDA also fp16 autocast) with, per gradient (w1, b1, w2, b2, x), the max abs error, the "
-            "max relative error (max |manual - reference| / max |reference|) and whether they are bitwise equal. "
-            f"Exits 1 when a relative error is past its tolerance ({tolerances}), else 0."
+            "Cross-check manualnet's hand-written gradients against plain torch on one seeded random batch, "
+            f"through manualnet.crosscheck: checks {', '.join(CHECKS)} in float32 and float64 on every device "
+            "here (cpu; cuda if available). Prints the Markdown table (max abs and max relative error, "
+            f"max |manual - reference| / max |reference|, per check) and exits 1 past a tolerance ({tolerances})."
         )
     )
     parser.add_argument("--n", type=positive_int, default=64, help="batch size N (default: 64)")
@@ -89,24 +64,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the tables; return 0 when every gradient is within tolerance, 1 otherwise."""
+    """Print the report; return 0 when every check passed, 1 otherwise."""
     args = parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here, not TF32's 10-bit mantissa
+    fn, reference, _, options = NET_LOSS
+    make_inputs = batch_maker(args.n, args.d, args.hidden, args.classes, args.seed)
+    options = {k: v for k, v in options.items() if k != "kinks"}  # one random batch, no kink sample
+    report = check_function(fn, reference, make_inputs, devices=devices(), checks=CHECKS, seed=args.seed, **options)
     print(
-        f"# Gradient report: manual vs autograd reference\n\n"
+        f"# Gradient report: manual vs plain torch\n\n"
         f"torch {torch.__version__}; N={args.n}, D={args.d}, H={args.hidden}, C={args.classes}, seed={args.seed}; "
         f"relative error = max |manual - reference| / max |reference|.\n"
     )
-    failures = []
-    for device, mode in cases():
-        diffs = gradient_diffs(device, mode, args.n, args.d, args.hidden, args.classes, args.seed)
-        tol = TOLERANCES[mode]
-        bad = [d.name for d in diffs if not d.within(tol)]
-        print(format_table(diffs, title=f"{device}, {mode} (tolerance: max rel err <= {tol:g})"))
-        print(f"\n{'FAIL: ' + ', '.join(bad) if bad else 'ok'}\n")
-        failures += [f"{device} {mode} {name}" for name in bad]
-    print(f"result: {'FAIL (' + '; '.join(failures) + ')' if failures else 'all gradients within tolerance'}")
-    return 1 if failures else 0
+    print(report.markdown())
+    failed = sorted({f"{r.device} {r.dtype} {r.check}" for r in report.failed()})
+    print(f"\nresult: {'FAIL (' + '; '.join(failed) + ')' if failed else 'all checks within tolerance'}")
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""scripts/benchmark.py and scripts/device_check.sh: the saved-bytes count is exact, a tiny run writes every result
-key with sane values, bad options are refused before any work. No test asserts a timing."""
+"""scripts/benchmark.py and scripts/device_check.sh: the saved-bytes count is exact, the floor's products are the
+step's products, a tiny run writes every result key with values consistent with each other, bad options are refused
+before any work, the device check's CPU dry run produces every file it promises. No test asserts a timing."""
 
 import importlib.util
 import json
 import math
-import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,24 @@ STEP_KEYS = {
     "manual_over_floor",
     "saved_bytes_manual",
     "saved_bytes_autograd",
+    "activations_per_example_manual",
+    "activations_per_example_autograd",
+    "floor_layouts_ms",
+    "manual_compiled_step_ms",
+    "compiled_step_over_eager",
 }
-EPOCH_KEYS = {"lightning_s", "bare_s", "dataloader_s", "lightning_over_bare", "lightning_over_dataloader"}
+EPOCH_KEYS = {
+    "lightning_s",
+    "bare_s",
+    "dataloader_s",
+    "lightning_over_bare",
+    "lightning_over_dataloader",
+    "runs_s",
+    "spread_s",
+    "dataloader_config",
+    "dataloader_configs_s",
+}
+TINY = (16, 24, 8, 3)
 
 
 # ---- saved-for-backward bytes ---------------------------------------------------------------------------------------
@@ -71,6 +88,26 @@ def test_saved_bytes_of_the_manual_path_do_not_exceed_autograds():
     assert autograd["per_pack"] > autograd["unique"]  # autograd saves ReLU's output twice: one storage
 
 
+# ---- the GEMM floor -----------------------------------------------------------------------------------------------
+
+
+def test_the_floors_products_equal_the_steps_s1_and_dw1_in_every_layout():
+    # Each floor product must be the step's s1 = x w1 (without b1) or its dW1 = x^T dS1, in some layout: a floor made
+    # of other (smaller) products would not bound the step.
+    n, d, h, c = TINY
+    model = TwoLayerNet(d, h, c, seed=0, dtype=torch.float64)
+    x, ds1 = torch.randn(n, d, dtype=torch.float64), torch.randn(n, h, dtype=torch.float64)
+    s1 = x @ model.w1.detach()
+    x_req = x.clone()
+    w1 = model.w1.detach().clone().requires_grad_(True)
+    (x_req @ w1).backward(ds1)  # autograd's dW1 for the incoming gradient dS1
+    products = benchmark.floor_products(x, model.w1.detach(), ds1)
+    assert {name.split(":")[0] for name in products} == {"s1", "s1^T", "dW1", "dW1^T"}
+    for name, fn in products.items():
+        want = {"s1": s1, "s1^T": s1.T, "dW1": w1.grad, "dW1^T": w1.grad.T}[name.split(":")[0]]
+        torch.testing.assert_close(fn(), want, rtol=1e-12, atol=1e-12, msg=name)
+
+
 # ---- a tiny run -----------------------------------------------------------------------------------------------------
 
 
@@ -95,6 +132,8 @@ def tiny_run(tmp_path_factory):
         "16",
         "--dataloader-batches",
         "2",
+        "--epoch-repeats",
+        "3",
         "--json",
         str(out / "b.json"),
         "--plot",
@@ -114,31 +153,54 @@ def test_tiny_run_writes_every_key_of_the_issue(tiny_run):
     assert EPOCH_KEYS <= set(results["epoch"])
 
 
-def test_tiny_run_values_are_positive_and_the_ratios_are_the_ratios_of_the_times(tiny_run):
+def test_tiny_run_times_are_positive_and_each_median_lies_within_its_samples(tiny_run):
     _, results, _ = tiny_run
     (row,) = results["steps"]
-    for key in ("manual_ms", "autograd_ms", "autograd_compiled_ms", "manual_compiled_ms", "floor_ms"):
-        assert math.isfinite(row[key]) and row[key] > 0, key
-        stats = row["spread_ms"][key.removesuffix("_ms")]
-        assert stats["min"] <= stats["q1"] <= stats["median"] == row[key] <= stats["q3"] <= stats["max"]
-    assert row["manual_over_autograd"] == pytest.approx(row["manual_ms"] / row["autograd_ms"])
-    assert row["manual_over_floor"] == pytest.approx(row["manual_ms"] / row["floor_ms"])
-    n, d, h, c = 16, 24, 8, 3
-    assert row["saved_bytes_manual"] == (n * d + h * c + n * h + n * c) * 4 + n * 8
-    assert row["saved_bytes_autograd"] >= row["saved_bytes_manual"]
+    for name, stats in row["spread_ms"].items():
+        assert 0 < stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"] <= stats["max"], name
+    for v in benchmark.VARIANTS:
+        assert row[f"{v}_ms"] == row["spread_ms"][v]["median"], v
     ep = results["epoch"]
-    for key in ("lightning_s", "bare_s", "dataloader_s"):
-        assert math.isfinite(ep[key]) and ep[key] > 0, key
-    assert ep["lightning_over_bare"] == pytest.approx(ep["lightning_s"] / ep["bare_s"])
-    assert ep["lightning_over_dataloader"] == pytest.approx(ep["lightning_s"] / ep["dataloader_s"])
+    for name in ("lightning", "bare", "dataloader"):
+        runs = ep["runs_s"][name]
+        assert len(runs) == 3 and all(math.isfinite(t) and t > 0 for t in runs), name
+        assert ep[f"{name}_s"] == sorted(runs)[1]  # the median of the three interleaved runs
     assert ep["steps"] == 1024 // 512 and ep["dataloader_extrapolated"] is False  # 2 of 2 batches timed
+
+
+def test_tiny_run_floor_is_the_sum_of_each_products_fastest_layout(tiny_run):
+    _, results, _ = tiny_run
+    (row,) = results["steps"]
+    layouts = row["floor_layouts_ms"]
+    assert len(layouts) == 5 and all(t > 0 for t in layouts.values())
+    s1 = min(t for name, t in layouts.items() if name.startswith("s1"))
+    dw1 = min(t for name, t in layouts.items() if name.startswith("dW1"))
+    assert row["floor_ms"] == pytest.approx(s1 + dw1)
+    assert row["floor_ms"] <= layouts["s1: x @ w1"] + layouts["dW1: x^T @ dS1"]  # never above the manual layouts'
+
+
+def test_tiny_run_activations_per_example_are_the_manual_paths_x2_and_s2(tiny_run):
+    _, results, _ = tiny_run
+    (row,) = results["steps"]
+    n, d, h, c = TINY
+    assert row["activations_per_example_manual"] == (h + c) * 4  # x2 (H,) and s2 (C,) float32 per row of x
+    assert row["activations_per_example_manual"] <= row["activations_per_example_autograd"]
+
+
+def test_tiny_run_picks_the_fastest_dataloader_settings(tiny_run):
+    _, results, _ = tiny_run
+    ep = results["epoch"]
+    tried = ep["dataloader_configs_s"]
+    assert {"workers=0", "workers=1", "workers=1, persistent"} <= set(tried)
+    assert ep["dataloader_config"] == min(tried, key=tried.get)
 
 
 def test_tiny_run_prints_the_tables_and_writes_a_png(tiny_run):
     stdout, results, png = tiny_run
     assert "| 16,24,8,3 | - |" in stdout
+    assert "the DataLoader at its best here: " + results["epoch"]["dataloader_config"] in stdout
     assert "| Lightning s | bare loop s | DataLoader s | Lightning/bare | Lightning/DataLoader |" in stdout
-    assert any(g["goal"].startswith("saved bytes manual <= autograd") for g in results["goals"])
+    assert any(g["goal"].startswith("activations per example manual <= autograd") for g in results["goals"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -154,6 +216,7 @@ def test_tiny_run_prints_the_tables_and_writes_a_png(tiny_run):
         (["--reps", "0"], "--reps: expected an integer >= 1, got 0"),
         (["--epoch-images", "100"], "--epoch-images: expected at least one batch (512), got 100"),
         (["--fit-epochs", "0"], "--fit-epochs: expected an integer >= 1, got 0"),
+        (["--epoch-repeats", "0"], "--epoch-repeats: expected an integer >= 1, got 0"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option_before_any_work(argv, message, capsys, tmp_path):
@@ -174,19 +237,31 @@ def test_cuda_asked_for_without_a_gpu_is_refused(capsys):
 # ---- the device check ---------------------------------------------------------------------------------------------
 
 
-def test_device_check_script_parses():
-    bash = shutil.which("bash")
-    proc = subprocess.run([bash, "-n", str(ROOT / "scripts" / "device_check.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
-def test_device_check_refuses_an_unknown_argument_before_any_work(tmp_path):
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "device_check.sh"), "--gpu"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
+def device_check(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "device_check.sh"), *args], capture_output=True, text=True, env=env, timeout=300
     )
+
+
+def test_device_check_cpu_dry_run_of_the_train_step_writes_its_results_and_the_summary(tmp_path):
+    out = tmp_path / "out"
+    proc = device_check("--cpu-dry-run", "--only", "train", env={**os.environ, "OUT": str(out)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    status = (out / "status.md").read_text()
+    assert "| env | 0 |" in status and "| train | 0 |" in status
+    assert "| benchmark |" not in status  # left out by --only
+    fit = json.loads((out / "train.json").read_text())["fit"]
+    assert len(fit["epoch_train_s"]) == 2 and fit["hidden"] == 16 and fit["compile"] is False
+    summary = (out / "summary.md").read_text()
+    assert "## train" in summary and "| epoch | train s | samples/s | val acc |" in summary
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--only", "train,gpu_burn"], "--only: unknown step 'gpu_burn'"), (["--gpu"], "unknown argument '--gpu'")],
+)
+def test_device_check_refuses_a_bad_argument_before_any_work(tmp_path, args, message):
+    proc = device_check(*args, env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")})
     assert proc.returncode == 2
-    assert "unknown argument '--gpu'" in proc.stderr
+    assert message in proc.stderr
     assert not (tmp_path / "out").exists()

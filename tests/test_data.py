@@ -425,6 +425,7 @@ def test_setup_moves_the_data_to_the_trainers_cuda_device_and_batches_are_built_
     assert x.is_cuda and y.is_cuda
     cpu = ImageDataModule("synthetic", val_size=100, batch_size=50, synthetic_train=300, synthetic_test=100)
     cpu.setup()
+    cpu.set_epoch(dm.current_epoch())  # after fit the trainer's epoch is 1: compare the batches of the same epoch
     xc, yc = next(iter(cpu.train_dataloader()))
     assert torch.equal(y.cpu(), yc) and torch.allclose(x.cpu(), xc)  # the same batch on either device
 

@@ -1,9 +1,12 @@
-"""The hand-written backward is right: numerically (gradcheck, gradgradcheck in float64) and against autograd.
+"""The hand-written backward is right: through the cross-check harness (manualnet.crosscheck), against the
+plain-torch reference (nn.Linear's and F.cross_entropy's math), on the net's own samples (manualnet.net_crosscheck:
+a batch of one, one hidden unit, C=2, pre-activations exactly 0, every unit dead, logits of magnitude 1e4), with
+gradcheck and gradgradcheck in float64. What the harness cannot say about this net is tested here by hand: float32
+accuracy over random shapes and values (hypothesis; MANUALNET_HYPOTHESIS_EXAMPLES, default 40), which matrix
+products the backward runs, which tensors it saves, and the module.
 
-The reference is lightning_ref.reference (nn.Linear, nn.ReLU, nn.Linear) with F.cross_entropy, holding copies of the
-same weights. float32 gradients must agree within 1e-5 of each gradient's largest magnitude (or, where terms cancel,
-within ~8 float32 ulps of the terms: see term_magnitudes). MANUALNET_HYPOTHESIS_EXAMPLES sets how many random cases
-the hypothesis test runs (default 40).
+The reference in the hand-written tests is lightning_ref.reference (nn.Linear, nn.ReLU, nn.Linear) with
+F.cross_entropy, holding copies of the same weights.
 """
 
 import math
@@ -14,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.autograd import gradcheck, gradgradcheck
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_ref.reference import copy_from_reference, copy_to_reference, reference_from, reference_grads
-from manualnet import TwoLayerNet, softmax_cross_entropy, two_layer_net
+from manualnet import TwoLayerNet, net_crosscheck, softmax_cross_entropy, two_layer_net
+from manualnet.crosscheck import check_function
 from manualnet.functional import TwoLayerNetFn
 
 RTOL32 = 1e-5
@@ -31,8 +34,8 @@ NAMES = ("w1", "b1", "w2", "b2")
 def random_inputs(n, d, h, c, seed=0, dtype=torch.float64, margin=1e-3):
     """x, w1, b1, w2, b2, y drawn from a seeded generator, with every pre-activation s1 at least `margin` from 0.
 
-    Finite differences across ReLU's kink are wrong by design, so the numerical checks stay off it (the kink is
-    tested exactly, against the reference, below).
+    Finite differences across ReLU's kink are wrong by design, so random draws stay off it (the harness's "kink"
+    sample tests it against the reference).
     """
     gen = torch.Generator().manual_seed(seed)
     for _ in range(100):
@@ -110,79 +113,57 @@ def term_magnitudes(x, w1, b1, w2, b2, y) -> dict:
     }
 
 
-def assert_grads_match(gm, gr, rtol=RTOL32):
-    assert gm.keys() == gr.keys()
-    for name in gr:
-        assert_rel_close(name, gm[name], gr[name], rtol)
+# -------------------------------------------------------------------- the harness on the net's Functions (eager)
+
+GRADIENT_CHECKS = [
+    "forward",
+    "backward",
+    "gradcheck",
+    "gradgradcheck",
+    "input_subsets",
+    "unused_outputs",
+    "noncontiguous",
+    "same_tensor_twice",
+    "saved_tensors",
+    "deterministic",
+]
 
 
-def loss_fn(y):
-    return lambda x, w1, b1, w2, b2: softmax_cross_entropy(two_layer_net(x, w1, b1, w2, b2), y)
+def not_applicable(report) -> set[str]:
+    """The checks that did not apply in float64 (float32 skips the finite differences by design)."""
+    return {r.check for r in report.results if r.status == "n/a" and r.dtype == "float64"}
 
 
-def leaves(*tensors):
-    return tuple(t.detach().clone().requires_grad_(True) for t in tensors)
+def test_net_gradients_equal_plain_torch_at_every_sample_with_gradcheck_and_gradgradcheck(crosscheck):
+    report = crosscheck(*net_crosscheck.NET[:3], checks=GRADIENT_CHECKS, **net_crosscheck.NET[3])
+    assert not_applicable(report) == {"unused_outputs", "same_tensor_twice"}  # one output; no two equal shapes
 
 
-# ----------------------------------------------------------------------------- numerical checks (float64, gradcheck)
-
-# (N, D, H, C): a batch of one, one hidden unit, two classes, and a general small shape.
-SMALL_SHAPES = [(1, 3, 4, 2), (4, 5, 1, 3), (3, 6, 5, 2), (5, 7, 6, 4)]
-LARGER_SHAPES = [(16, 32, 24, 10), (1, 48, 16, 10)]
-
-
-@pytest.mark.parametrize("shape", SMALL_SHAPES)
-def test_gradcheck_of_loss_in_x_w1_b1_w2_b2(shape):
-    *params, y = random_inputs(*shape, seed=1)
-    assert gradcheck(loss_fn(y), leaves(*params))
+def test_net_function_with_both_outputs_takes_a_gradient_on_x2_or_none_on_either_output(crosscheck):
+    # TwoLayerNetFn returns x2 as a second output; double backward sends a gradient into it, and either output may
+    # be unused (its incoming gradient None).
+    report = crosscheck(
+        *net_crosscheck.NET_BOTH_OUTPUTS[:3], checks=GRADIENT_CHECKS, **net_crosscheck.NET_BOTH_OUTPUTS[3]
+    )
+    assert not_applicable(report) == {"same_tensor_twice"}
 
 
-@pytest.mark.parametrize("shape", LARGER_SHAPES)
-def test_gradcheck_fast_mode_of_loss_at_larger_shapes(shape):
-    *params, y = random_inputs(*shape, seed=2)
-    assert gradcheck(loss_fn(y), leaves(*params), fast_mode=True)
+def test_softmax_cross_entropy_gradients_equal_plain_torch_including_logits_of_1e4(crosscheck):
+    report = crosscheck(*net_crosscheck.LOSS[:3], checks=GRADIENT_CHECKS, **net_crosscheck.LOSS[3])
+    assert not_applicable(report) == {"input_subsets", "unused_outputs", "same_tensor_twice"}  # one input, output
 
 
-@pytest.mark.parametrize("shape", SMALL_SHAPES)
-def test_gradgradcheck_of_loss_in_x_w1_b1_w2_b2(shape):
-    *params, y = random_inputs(*shape, seed=3)
-    assert gradgradcheck(loss_fn(y), leaves(*params))
+def test_loss_through_both_functions_passes_gradcheck_and_gradgradcheck_and_equals_plain_torch(crosscheck):
+    crosscheck(*net_crosscheck.NET_LOSS[:3], checks=GRADIENT_CHECKS[:4], **net_crosscheck.NET_LOSS[3])
 
 
-@pytest.mark.parametrize("shape", LARGER_SHAPES)
-def test_gradgradcheck_fast_mode_of_loss_at_larger_shapes(shape):
-    *params, y = random_inputs(*shape, seed=4)
-    assert gradgradcheck(loss_fn(y), leaves(*params), fast_mode=True)
-
-
-def test_gradcheck_and_gradgradcheck_of_both_outputs_s2_and_x2_of_the_net_function():
-    # TwoLayerNetFn returns x2 as a second output; a gradient can arrive on it (double backward relies on that).
-    *params, _ = random_inputs(3, 4, 5, 3, seed=5)
-    assert gradcheck(TwoLayerNetFn.apply, leaves(*params))
-    assert gradgradcheck(TwoLayerNetFn.apply, leaves(*params))
-
-
-def test_gradcheck_and_gradgradcheck_of_softmax_cross_entropy_alone():
-    gen = torch.Generator().manual_seed(6)
-    s2 = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 4, (5,), generator=gen)
-    assert gradcheck(lambda s: softmax_cross_entropy(s, y), (s2,))
-    assert gradgradcheck(lambda s: softmax_cross_entropy(s, y), (s2,))
-
-
-def test_gradcheck_with_non_contiguous_incoming_gradient():
-    # gradcheck only feeds contiguous grad_outputs; check_batched_grad and a transposed one cover the rest.
-    *params, _ = random_inputs(4, 5, 6, 3, seed=7)
-    inputs = leaves(*params)
-    s2 = two_layer_net(*inputs)
-    g = torch.randn(3, 4, dtype=torch.float64).T  # (N,C), non-contiguous
-    assert not g.is_contiguous()
-    got = torch.autograd.grad(s2, inputs, g)
-    inputs_ref = leaves(*params)
-    s2_ref = F.linear(F.relu(F.linear(inputs_ref[0], inputs_ref[1].T, inputs_ref[2])), inputs_ref[3].T, inputs_ref[4])
-    want = torch.autograd.grad(s2_ref, inputs_ref, g.contiguous())
-    for name, a, b in zip(("x", *NAMES), got, want, strict=True):
-        assert_rel_close(name, a, b, rtol=1e-12)
+def test_reference_checks_flag_a_dw1_off_by_a_tenth_of_a_percent_that_gradcheck_lets_through(wrong_dw1):
+    report = check_function(
+        *net_crosscheck.NET[:3], checks=["backward", "gradcheck", "noncontiguous"], **net_crosscheck.NET[3]
+    )
+    # gradcheck compares with finite differences at rtol 1e-3: a 1e-3 error is within it. The reference is exact.
+    assert {r.check for r in report.failed()} == {"backward", "noncontiguous"}
+    assert "d(input 1)" in report.failed()[0].note  # w1 is input 1
 
 
 # ------------------------------------------------------------------------------ float32 against the autograd reference
@@ -238,107 +219,6 @@ def test_confident_right_predictions_are_as_accurate_as_the_reference_against_fl
             err_m = (gm[name].double() - truth[name]).abs().max().item() / scale
             err_r = (gr[name].double() - truth[name]).abs().max().item() / scale
             assert err_m <= 2 * err_r + 1e-6 and err_m < 1e-4, f"seed {seed}, {name}: {err_m:.2e} vs ref {err_r:.2e}"
-
-
-def test_pre_activations_exactly_zero_get_zero_gradient_as_in_reference():
-    # Small integers are exact in float32, so s1 = x w1 + b1 is computed exactly and can be made exactly 0.
-    gen = torch.Generator().manual_seed(8)
-    n, d, h, c = 6, 5, 7, 4
-    x = torch.randint(-3, 4, (n, d), generator=gen).float()
-    w1 = torch.randint(-2, 3, (d, h), generator=gen).float()
-    b1 = torch.randint(-2, 3, (h,), generator=gen).float()
-    w1[:, 0], b1[0] = 0.0, 0.0  # unit 0: s1 == 0 for every row
-    b1[1] = -(x[0] @ w1[:, 1])  # unit 1: s1 == 0 for row 0 only
-    w2 = torch.randn(h, c, generator=gen)
-    b2 = torch.randn(c, generator=gen)
-    y = torch.randint(0, c, (n,), generator=gen)
-    s1 = x @ w1 + b1
-    assert (s1[:, 0] == 0).all() and s1[0, 1] == 0 and (s1 != 0).sum() > n * (h - 2)
-    (_, gm), (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
-    assert_grads_match(gm, gr)
-    # At the kink the derivative of max(0, s) is taken as 0, by both.
-    assert gm["b1"][0] == 0 and (gm["w1"][:, 0] == 0).all()
-    assert torch.equal(gm["b1"][0], gr["b1"][0])
-
-
-def test_all_hidden_units_dead_gives_zero_first_layer_gradients_equal_to_reference():
-    *params, y = random_inputs(8, 6, 5, 3, seed=9, dtype=torch.float32)
-    x, w1, b1, w2, b2 = params
-    b1 = torch.full_like(b1, -1e3)  # s1 < 0 everywhere
-    (_, gm), (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
-    for name in ("w1", "b1", "w2", "x"):
-        assert (gm[name] == 0).all(), name
-        assert torch.equal(gm[name], gr[name]), name
-    assert (gm["b2"] != 0).any()
-    assert_grads_match(gm, gr)
-
-
-def test_logits_of_magnitude_1e4_give_finite_loss_and_reference_gradients():
-    *params, y = random_inputs(8, 6, 5, 4, seed=10, dtype=torch.float32)
-    x, w1, b1, w2, b2 = params
-    w2 = w2 * 1e4
-    s2 = two_layer_net(x, w1, b1, w2, b2)
-    assert s2.abs().max() > 1e4  # exp(1e4) overflows float32 unless the row max is subtracted
-    (loss_m, gm), (loss_r, gr) = manual_and_reference(x, w1, b1, w2, b2, y)
-    assert torch.isfinite(loss_m) and loss_m > 100
-    assert_loss_close(loss_m, loss_r, s2)
-    assert_grads_match(gm, gr)
-
-
-def test_non_contiguous_x_gives_reference_gradients():
-    *params, y = random_inputs(6, 8, 5, 3, seed=11, dtype=torch.float32)
-    x, w1, b1, w2, b2 = params
-    for x_nc in (x.T.contiguous().T, torch.repeat_interleave(x, 2, dim=1)[:, ::2]):
-        assert not x_nc.is_contiguous() and torch.equal(x_nc, x)
-        model = model_with(w1, b1, w2, b2)
-        loss = model.loss(x_nc, y)
-        loss.backward()
-        (_, gr) = manual_and_reference(x, w1, b1, w2, b2, y, x_grad=False)[1]
-        assert_grads_match({name: getattr(model, name).grad for name in NAMES}, gr)
-
-
-def test_non_contiguous_and_expanded_incoming_gradients_give_reference_gradients():
-    *params, _ = random_inputs(6, 8, 5, 3, seed=12, dtype=torch.float32)
-    for g in (torch.randn(3, 6).T, torch.ones(1, 1).expand(6, 3), torch.randn(6, 6)[:, ::2]):
-        assert not g.is_contiguous()
-        inputs, inputs_ref = leaves(*params), leaves(*params)
-        got = torch.autograd.grad(two_layer_net(*inputs), inputs, g)
-        x, w1, b1, w2, b2 = inputs_ref
-        want = torch.autograd.grad(F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2), inputs_ref, g)
-        for name, a, b in zip(("x", *NAMES), got, want, strict=True):
-            assert_rel_close(name, a, b)
-
-
-def test_incoming_gradient_on_the_loss_scales_every_gradient():
-    *params, y = random_inputs(5, 4, 3, 3, seed=13)
-    inputs = leaves(*params)
-    g1 = torch.autograd.grad(loss_fn(y)(*inputs), inputs)
-    g3 = torch.autograd.grad(loss_fn(y)(*inputs) * -3.0, inputs)
-    for a, b in zip(g1, g3, strict=True):
-        torch.testing.assert_close(b, -3.0 * a, rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("shape", [(1, 5, 4, 3), (6, 5, 1, 3), (1, 1, 1, 2)], ids=["N=1", "H=1", "N=D=H=1"])
-def test_float32_gradients_match_reference_at_degenerate_shapes(shape):
-    *params, y = random_inputs(*shape, seed=14, dtype=torch.float32, margin=1e-2)
-    (_, gm), (_, gr) = manual_and_reference(*params, y)
-    assert_grads_match(gm, gr)
-
-
-def test_gradients_of_gradients_match_reference_in_float32():
-    # Double backward against autograd's: the gradient of |dL/dw1|^2 with respect to every input.
-    *params, y = random_inputs(5, 6, 4, 3, seed=15, dtype=torch.float32)
-    inputs, inputs_ref = leaves(*params), leaves(*params)
-
-    def ggrads(loss, ins):
-        dw1 = torch.autograd.grad(loss, ins[1], create_graph=True)[0]
-        return torch.autograd.grad(dw1.square().sum(), ins)
-
-    got = ggrads(loss_fn(y)(*inputs), inputs)
-    x, w1, b1, w2, b2 = inputs_ref
-    want = ggrads(F.cross_entropy(F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2), y), inputs_ref)
-    for name, a, b in zip(("x", *NAMES), got, want, strict=True):
-        assert_rel_close(name, a, b, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------ only the work that was asked for is done

@@ -1,0 +1,571 @@
+"""check_function catches what it claims to: a zoo of deliberately wrong autograd Functions, each a classic mistake,
+is flagged by the check meant for it (and only by the checks listed in its row of the catch matrix); a right
+old-style Function is still checked; bad arguments are refused before any check runs.
+
+Each zoo Function is compared with a reference in plain torch ops computing the right gradient. The compile checks
+run only where they are the intended catch (they cost seconds each on 2 cores).
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from manualnet.crosscheck import CHECKS, check_function
+from manualnet.fn_checks import FAST_MODE_NUMEL, RTOL
+
+MOST_CHECKS = [c for c in CHECKS if not c.startswith("compile")]  # the compile checks cost seconds each
+
+
+def randn(dtype, device, gen, *shape):
+    return torch.randn(*shape, dtype=dtype, device=device, generator=gen)
+
+
+def make_x(dtype, device, gen):
+    return (randn(dtype, device, gen, 4, 3),)
+
+
+def make_x_w(dtype, device, gen):
+    return randn(dtype, device, gen, 4, 3), randn(dtype, device, gen, 3, 3)
+
+
+def make_a_b(dtype, device, gen):
+    return randn(dtype, device, gen, 4, 3), randn(dtype, device, gen, 4, 3)
+
+
+# ------------------------------------------------------------------------------------------------------ the zoo
+
+
+class SavesInputs(torch.autograd.Function):
+    """A base for the zoo: setup_context saves every input for backward."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+
+class MatMul(SavesInputs):
+    """A base for the zoo: y = x @ w."""
+
+    @staticmethod
+    def forward(x, w):
+        return x @ w
+
+
+class TransposedGrad(MatMul):
+    """y = x @ w; dW returned transposed (W is square, so the shape is right and only the values are wrong)."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w.T, (x.T @ g).T  # bug: dW = X^T G, not its transpose
+
+
+class MissingOneOverN(SavesInputs):
+    """L = mean((x - t)^2); backward forgets the 1/N of the mean."""
+
+    @staticmethod
+    def forward(x, t):
+        return (x - t).square().mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        d = 2 * (x - t) * g  # bug: / x.numel() missing
+        return d, -d
+
+
+class ReluMaskFromInput(torch.autograd.Function):
+    """y = relu(x + b); the mask is taken from x instead of the pre-activation x + b."""
+
+    @staticmethod
+    def forward(x, b):
+        return (x + b).clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        d = g * (x > 0)  # bug: should be (x + b > 0)
+        return d, d.sum(0)
+
+
+class ReluWrongAtKink(SavesInputs):
+    """y = relu(x) with d/dx = 1 at x == 0 (torch and its reference take 0 there)."""
+
+    @staticmethod
+    def forward(x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x >= 0)  # bug: >= instead of >
+
+
+def make_with_kink(dtype, device, gen):
+    x = randn(dtype, device, gen, 4, 3)
+    kink = x.clone()
+    kink[0] = 0.0  # a row exactly on the kink
+    return {"random": (x,), "kink": (kink,)}
+
+
+class GradsInWrongOrder(torch.autograd.Function):
+    """y = 2a + 3b; the two gradients returned swapped."""
+
+    @staticmethod
+    def forward(a, b):
+        return 2 * a + 3 * b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return 3 * g, 2 * g  # bug: (2g, 3g)
+
+
+class IgnoresSecondOutputGrad(torch.autograd.Function):
+    """(sin x, cos x); the incoming gradient of cos is ignored."""
+
+    @staticmethod
+    def forward(x):
+        return x.sin(), x.cos()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, g_sin, g_cos):
+        (x,) = ctx.saved_tensors
+        return None if g_sin is None else g_sin * x.cos()  # bug: - g_cos * sin(x) missing
+
+
+class ModifiesSavedInput(torch.autograd.Function):
+    """y = exp(x); the forward clamps its input in place "against overflow" (values here stay the same)."""
+
+    @staticmethod
+    def forward(x):
+        return x.clamp_(max=50.0).exp()  # bug: modifies the caller's x (and the tensor saved for backward)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+
+class DetachedBackward(SavesInputs):
+    """y = x^3; backward right to first order but computed from x.detach(): double backward is wrong."""
+
+    @staticmethod
+    def forward(x):
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x.detach() ** 2  # bug: detach cuts the graph of the gradient
+
+
+class NumpyBackward(SavesInputs):
+    """y = sin(x); backward through NumPy: not differentiable again, not traceable."""
+
+    @staticmethod
+    def forward(x):
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.from_numpy(np.cos(x.detach().cpu().numpy())).to(g.device)  # bug: leaves torch
+
+
+class ItemBranch(SavesInputs):
+    """y = |x| written with a data-dependent Python branch on .item() per row: breaks vmap."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        rows = [r if r.sum().item() >= 0 else -r for r in x]  # bug: Python control flow on values
+        return torch.stack(rows)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.where(x.sum(1, keepdim=True) >= 0, 1.0, -1.0).to(g.dtype)
+
+
+def item_branch_reference(x):
+    return x * torch.where(x.sum(1, keepdim=True) >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class WrongDtypeUnderAutocast(SavesInputs):
+    """y = x @ w; casts its output back to x's dtype, so under autocast it is float32 where matmul gives bf16."""
+
+    @staticmethod
+    def forward(x, w):
+        return (x @ w).to(x.dtype)  # bug: undoes autocast
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        dx = (g @ w.T.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        return dx, (x.T.to(g.dtype) @ g).to(w.dtype) if ctx.needs_input_grad[1] else None
+
+
+class GradientNobodyAskedFor(MatMul):
+    """y = x @ w; backward ignores ctx.needs_input_grad and computes both gradients every time."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w.T, x.T @ g  # bug: dX computed even when only W asks (a wasted (N,D) matmul)
+
+
+class StraightThroughRound(torch.autograd.Function):
+    """round(x) with the straight-through gradient 1: right in eager; compile(func.grad) drops the custom backward
+    and differentiates round (gradient 0): pytorch #193279."""
+
+    @staticmethod
+    def forward(x):
+        return x.round()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class StraightThroughRoundWithJvp(StraightThroughRound):
+    """The same with its forward-mode rule (tangent passed through): right in eager; compiled, torch.func.jvp drops
+    the custom jvp and differentiates round: pytorch #192985."""
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t
+
+
+def straight_through_reference(x):
+    return x + (x.round() - x).detach()
+
+
+class ReusesInputBufferForGrad(SavesInputs):
+    """y = a * b; backward writes dB into a's memory "to save an allocation": with the same tensor as a and b the
+    second gradient reads the overwritten value (the pattern of pytorch #183604)."""
+
+    @staticmethod
+    def forward(a, b):
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        db = a.mul_(g)  # bug: overwrites a (the caller's tensor)
+        da = g * b  # reads a's new value when b is a
+        return da, db
+
+
+class Double(torch.autograd.Function):
+    """A base for the zoo: y = 2x, its input's shape kept on ctx."""
+
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
+
+
+class ViewOfIncomingGrad(Double):
+    """y = 2x; backward flattens the incoming gradient with .view, which fails on a non-contiguous one."""
+
+    @staticmethod
+    def backward(ctx, g):
+        return (2 * g.view(-1)).view(ctx.shape)  # bug: .view needs a contiguous g (.reshape does not)
+
+
+class RandomOrderSum(MatMul):
+    """y = x @ w; dW = sum_i x_i^T g_i accumulated over the rows in a random order (as atomics would): right to
+    rounding, but two backward passes differ in the last bits."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        dx = g @ w.T if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[1]:
+            return dx, None
+        return dx, sum(x[i : i + 1].T @ g[i : i + 1] for i in torch.randperm(x.shape[0]).tolist())  # bug: order
+
+
+def make_rows(dtype, device, gen):
+    return randn(dtype, device, gen, 64, 3), randn(dtype, device, gen, 3, 3)
+
+
+@dataclass
+class Bug:
+    fn: object
+    reference: object
+    make_inputs: object
+    intended: str  # the check meant to catch it
+    caught_by: set  # every check that flags it (the row of the catch matrix)
+    options: dict = field(default_factory=dict)
+
+
+ZOO = {
+    "transposed_grad": Bug(
+        TransposedGrad.apply,
+        lambda x, w: x @ w,
+        make_x_w,
+        "backward",
+        {"autocast", "backward", "func_grad", "func_vjp", "gradcheck", "input_subsets", "jacrev", "noncontiguous"},
+    ),
+    "missing_1_over_n": Bug(
+        MissingOneOverN.apply,
+        lambda x, t: (x - t).square().mean(),
+        make_a_b,
+        "backward",
+        {"autocast", "backward", "func_grad", "func_vjp", "gradcheck", "input_subsets", "jacrev", "noncontiguous"},
+    ),
+    "relu_mask_from_input": Bug(
+        ReluMaskFromInput.apply,
+        lambda x, b: (x + b).relu(),
+        lambda d, v, g: (*make_x(d, v, g), randn(d, v, g, 3)),
+        "backward",
+        {"autocast", "backward", "func_grad", "func_vjp", "gradcheck", "input_subsets", "jacrev", "noncontiguous"},
+    ),
+    "relu_wrong_at_kink": Bug(
+        ReluWrongAtKink.apply,
+        torch.relu,
+        make_with_kink,
+        "backward",
+        {"autocast", "backward", "func_grad", "func_vjp", "jacrev", "noncontiguous"},
+        {"kinks": ("kink",)},
+    ),
+    "grads_in_wrong_order": Bug(
+        GradsInWrongOrder.apply,
+        lambda a, b: 2 * a + 3 * b,
+        make_a_b,
+        "backward",
+        {"autocast", "backward", "func_grad", "func_vjp", "gradcheck", "input_subsets", "jacrev", "noncontiguous"},
+    ),
+    "ignores_second_output_grad": Bug(
+        IgnoresSecondOutputGrad.apply,
+        lambda x: (x.sin(), x.cos()),
+        make_x,
+        "unused_outputs",
+        {"autocast", "backward", "func_grad", "func_vjp", "gradcheck", "jacrev", "noncontiguous", "unused_outputs"},
+    ),
+    "modifies_saved_input": Bug(ModifiesSavedInput.apply, torch.exp, make_x, "saved_tensors", {"saved_tensors"}),
+    "detached_backward": Bug(DetachedBackward.apply, lambda x: x**3, make_x, "gradgradcheck", {"gradgradcheck"}),
+    "numpy_backward": Bug(NumpyBackward.apply, torch.sin, make_x, "gradgradcheck", {"func_grad", "gradgradcheck"}),
+    "item_branch": Bug(ItemBranch.apply, item_branch_reference, make_x, "vmap_grad", {"vmap_grad"}),
+    "wrong_dtype_under_autocast": Bug(
+        WrongDtypeUnderAutocast.apply, lambda x, w: x @ w, make_x_w, "autocast", {"autocast"}
+    ),
+    "gradient_nobody_asked_for": Bug(
+        GradientNobodyAskedFor.apply, lambda x, w: x @ w, make_x_w, "input_subsets", {"autocast", "input_subsets"}
+    ),
+    "compile_drops_custom_backward": Bug(
+        StraightThroughRound.apply,
+        straight_through_reference,
+        make_x,
+        "compile_func_grad",
+        {"compile_func_grad", "gradcheck"},
+        {"checks": MOST_CHECKS + ["compile_func_grad"]},
+    ),
+    "compile_drops_custom_jvp": Bug(
+        StraightThroughRoundWithJvp.apply, straight_through_reference, make_x, "jvp", {"jvp", "gradcheck"}
+    ),
+    "reuses_input_buffer_for_grad": Bug(
+        ReusesInputBufferForGrad.apply,
+        lambda a, b: a * b,
+        make_a_b,
+        "same_tensor_twice",
+        {
+            "func_grad",
+            "func_vjp",
+            "gradcheck",
+            "gradgradcheck",
+            "input_subsets",
+            "jacrev",
+            "same_tensor_twice",
+            "saved_tensors",
+        },
+    ),
+    "view_of_incoming_grad": Bug(ViewOfIncomingGrad.apply, lambda x: 2 * x, make_x, "noncontiguous", {"noncontiguous"}),
+    "random_order_sum": Bug(
+        RandomOrderSum.apply,
+        lambda x, w: x @ w,
+        make_rows,
+        "deterministic",
+        {"autocast", "deterministic", "gradcheck", "jacrev"},
+    ),
+}
+
+
+def test_the_zoo_holds_at_least_12_bugs_each_meant_for_a_known_check():
+    assert len(ZOO) >= 12 and all(bug.intended in CHECKS for bug in ZOO.values())
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_each_zoo_bug_is_flagged_by_its_intended_check_and_exactly_its_row_of_the_catch_matrix(name):
+    bug = ZOO[name]
+    report = check_function(bug.fn, bug.reference, bug.make_inputs, **({"checks": MOST_CHECKS} | bug.options))
+    failed = {r.check for r in report.failed()}
+    assert bug.intended in failed, report.markdown()
+    assert failed == bug.caught_by, report.markdown()
+    assert not report.ok and bug.intended in report.markdown().splitlines()[0]  # the heading names the check
+
+
+# ------------------------------------------------------------------------------- what a right Function gets
+
+
+class OldStyleCube(torch.autograd.Function):
+    """y = x^3, right, in the old forward(ctx, ...) style: torch.func cannot transform it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x**2
+
+
+def test_old_style_function_without_vmap_is_checked_and_what_it_cannot_do_is_not_applicable_with_the_reason():
+    report = check_function(OldStyleCube.apply, lambda x: x**3, make_x, checks=MOST_CHECKS)
+    assert report.ok, report.markdown()
+    by_check = {r.check: r for r in report.results if r.dtype == "float64"}
+    for check in ("func_grad", "func_vjp", "jacrev", "vmap_grad", "jvp"):
+        assert by_check[check].status == "n/a" and "old-style forward(ctx, ...)" in by_check[check].note, check
+    for check in ("forward", "backward", "gradcheck", "gradgradcheck", "noncontiguous", "deterministic"):
+        assert by_check[check].status == "passed", check
+
+
+class RaisesInBackward(Double):
+    @staticmethod
+    def backward(ctx, g):
+        raise ZeroDivisionError("boom in backward")
+
+
+def test_a_check_that_crashes_inside_the_function_fails_with_the_exception_and_the_others_still_run():
+    report = check_function(RaisesInBackward.apply, lambda x: 2 * x, make_x, checks=["forward", "backward"])
+    forward, backward = (r for r in report.results if r.dtype == "float32")
+    assert forward.status == "passed"
+    assert backward.status == "failed" and "raised ZeroDivisionError: boom in backward" in backward.note
+
+
+def test_probe_restores_the_function_backward_even_when_a_check_fails():
+    before = RaisesInBackward.__dict__["backward"]
+    check_function(RaisesInBackward.apply, lambda x: 2 * x, make_x, checks=["input_subsets", "compile"])
+    assert RaisesInBackward.__dict__["backward"] is before
+
+
+def test_assert_ok_fails_with_the_markdown_table_and_ok_reports_pass():
+    bad = check_function(GradsInWrongOrder.apply, lambda a, b: 2 * a + 3 * b, make_a_b, checks=["backward"])
+    with pytest.raises(AssertionError) as info:
+        bad.assert_ok()
+    assert "| backward | float32 | cpu | **FAILED** |" in str(info.value)
+    assert str(info.value).strip() == bad.markdown()
+    good = check_function(OldStyleCube.apply, lambda x: x**3, make_x, checks=["backward"])
+    good.assert_ok()
+    assert good.markdown().splitlines()[0] == "### OldStyleCube.apply: ok"
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+
+
+def cube(x):
+    return x**3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"fn": 3}, TypeError, r"^fn: expected a callable, got int"),
+        ({"reference": None}, TypeError, r"^reference: expected a callable, got NoneType"),
+        ({"make_inputs": lambda d, v, g: ()}, TypeError, r"expected a non-empty tuple of tensors .*, got \(\)"),
+        ({"make_inputs": lambda d, v, g: (torch.arange(3),)}, ValueError, "expected at least one floating tensor"),
+        ({"make_inputs": lambda d, v, g: (torch.ones(2, dtype=torch.float16),)}, TypeError, "got torch.float16 at 0"),
+        ({"reference": lambda x: x[:1]}, ValueError, r"^reference: expected outputs of fn's shapes \[\(4, 3\)\]"),
+        ({"checks": ["backward", "gradchek"]}, ValueError, r"^checks: expected names from .*got \['gradchek'\]"),
+        ({"devices": ["cuda:7"]}, ValueError, r"^devices: expected a device present here \(cpu.*got 'cuda:7'"),
+        ({"devices": ["tpu"]}, ValueError, r"^devices: expected device names such as"),
+        ({"dtypes": [torch.int64]}, TypeError, r"^dtypes: expected floating torch dtypes .*got torch.int64"),
+        ({"functions": [cube]}, TypeError, r"^functions: expected torch.autograd.Function subclasses"),
+        (
+            {"kinks": ["edge"]},
+            ValueError,
+            r"^kinks: expected names of samples from make_inputs \['sample'\], got 'edge'",
+        ),
+        ({"batch_args": [5]}, ValueError, r"^batch_args: expected positions of inputs"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument_before_any_check_runs(kwargs, error, message):
+    calls = []
+
+    def counting_cube(x):
+        calls.append(x)
+        return x**3
+
+    args = {"fn": OldStyleCube.apply, "reference": counting_cube, "make_inputs": make_x} | kwargs
+    with pytest.raises(error, match=message):
+        check_function(args.pop("fn"), args.pop("reference"), args.pop("make_inputs"), **args)
+    assert len(calls) <= 2  # at most the forward used to compare output shapes ran: no check
+
+
+def test_make_inputs_on_another_device_than_asked_is_refused():
+    with pytest.raises(ValueError, match=r"expected tensors on cpu, got one on meta at 0"):
+        check_function(cube, cube, lambda d, v, g: (torch.ones(2, dtype=d, device="meta"),))
+
+
+# -------------------------------------------------------------------------- docs/crosscheck.md quotes the code
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md"
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+def test_docs_and_readme_examples_run_and_the_docs_function_passes_every_check():
+    namespace = {}
+    for block in python_blocks(DOC):
+        exec(block, namespace)  # the Function, the ten-line check (which asserts ok), the pytest example
+    assert namespace["report"].ok
+    fixture = lambda *args, **options: check_function(*args, checks=["backward"], **options).assert_ok()  # noqa: E731
+    namespace["test_tanh_linear"](fixture)
+    (quickstart,) = [b for b in python_blocks(DOC.parents[1] / "README.md") if "check_function" in b]
+    namespace["MyFn"] = namespace["TanhLinear"]
+    exec(quickstart, namespace)
+    namespace["test_my_fn"](fixture)
+
+
+def test_docs_table_lists_every_check_in_the_report_order_and_the_tolerances_of_the_code():
+    text = DOC.read_text()
+    assert re.findall(r"^\| `(\w+)` \|", text, re.M) == list(CHECKS)
+    rows = dict(re.findall(r"^\| (float64|float32|bfloat16|float16) \| ([0-9.e-]+) \|", text, re.M))
+    assert {getattr(torch, dtype): float(rtol) for dtype, rtol in rows.items()} == RTOL
+    assert f"`fast_mode` above {FAST_MODE_NUMEL} input elements" in text
+    assert f"({len(ZOO)} deliberately wrong Functions)" in text
