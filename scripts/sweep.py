@@ -14,10 +14,11 @@ A trial with a metrics.json is done: a rerun skips it, so an interrupted sweep r
 off midway runs again, in a new version folder beside the cut one). Running again into the same OUT with other --set
 axes adds their trials to the same table (BASE must be the same).
 
-After the grid, the winner is the done trial of highest val_acc in OUT (ties: the earlier one). Its best checkpoint
-is tested once with `manualnet-train test` (OUT/<trial>/test.json; never repeated). OUT/results.md and OUT/results.csv
-list every trial, best first: its overrides (blank: the recipe's value), impl, epochs, val_acc, training wall time,
-and the test accuracy of the winner only.
+After the grid, OUT/results.md and OUT/results.csv list every done trial in OUT, best val_acc first: its overrides
+(blank: the recipe's value), impl, epochs, val_acc and training wall time. The winner is the first (ties: the
+earlier trial). With --test-winner (give it on the last run of a sweep done in stages, so that no stage's interim
+winner is tested) its best checkpoint is tested once with `manualnet-train test` (OUT/<trial>/test.json; never
+repeated) and the tables show that test accuracy, for the winner only.
 
 A plain grid, not a search library: the trials here are a few dozen at most, each a whole CLI run, and a grid with
 resume needs nothing beyond the CLI. Bad input (no axis, an axis without values or repeated, a key the CLI does not
@@ -160,12 +161,11 @@ def table(out: Path) -> tuple[list[str], list[dict], str | None]:
     return columns, rows, rows[0]["trial"] if rows else None
 
 
-def write_tables(out: Path, columns: list[str], rows: list[dict], winner: str, test_acc: float) -> None:
+def write_tables(out: Path, columns: list[str], rows: list[dict], winner: str, test_acc: float | None) -> None:
     """OUT/results.md and OUT/results.csv."""
 
     def cell(row: dict, c: str) -> str:
-        v = test_acc if c == "test_acc" and row["trial"] == winner else row.get(c, "")
-        v = "" if c == "test_acc" and row["trial"] != winner else v
+        v = (test_acc if row["trial"] == winner and test_acc is not None else "") if c == "test_acc" else row.get(c, "")
         return f"{v:.4f}" if isinstance(v, float) and c.endswith("acc") else str(v)
 
     with open(out / "results.csv", "w", newline="") as f:
@@ -173,9 +173,13 @@ def write_tables(out: Path, columns: list[str], rows: list[dict], winner: str, t
         w.writerow([*columns, "winner"])
         for r in rows:
             w.writerow([cell(r, c) for c in columns] + [int(r["trial"] == winner)])
+    tested = "not tested (--test-winner)" if test_acc is None else f"test accuracy {test_acc:.4f} (measured once)"
+    others = [(p.parent.name, json.loads(p.read_text())["test_acc"]) for p in sorted(out.glob("t-*/test.json"))]
+    others = ", ".join(f"{t} {acc:.4f}" for t, acc in others if t != winner)
     lines = [
         f"Sweep in {out}: {len(rows)} trials, best validation accuracy first. Blank: the recipe's value. Winner by "
-        f"validation accuracy: **{winner}**, test accuracy {test_acc:.4f} (measured once, for the winner only).",
+        f"validation accuracy: **{winner}**, {tested}; "
+        + (f"also tested before, as the winners of earlier stages: {others}." if others else "no other trial tested."),
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---" if c == "trial" or "." in c else "---:" for c in columns) + " |",
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (trials, results.md/.csv)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="one axis of the grid")
+    parser.add_argument("--test-winner", action="store_true", help="test the winner's best checkpoint, once")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     try:
         axes = parse_axes(args.set)
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"    val_acc {metrics['val_acc']:.4f}, {metrics['epochs']} epochs, {metrics['wall_s']:.0f} s", flush=True
         )
     columns, rows, winner = table(args.out)
-    test_acc = test_once(args.out, winner, rows[0]["metrics"])
+    test_acc = test_once(args.out, winner, rows[0]["metrics"]) if args.test_winner else None
     write_tables(args.out, columns, rows, winner, test_acc)
     print((args.out / "results.md").read_text(), end="")
     return 0

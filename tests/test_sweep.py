@@ -1,5 +1,6 @@
 """scripts/sweep.py on a tiny grid (generated data, one epoch): one run folder per trial through manualnet-train, the
-results tables against each trial's own metrics.json, the winner by validation accuracy tested once and only it,
+results tables against each trial's own metrics.json, the winner by validation accuracy tested once and only it
+(only when asked),
 resume (done trials and the test are not run again; a cut-off trial runs again beside its cut folder), and bad input
 refused with one line and exit 2 before any trial runs."""
 
@@ -26,6 +27,8 @@ def run_sweep(out: Path, *args: str) -> int:
 def swept(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
     assert run_sweep(out, *AXES) == 0
+    assert not list(out.glob("t-*/test.json"))  # nothing tested without --test-winner
+    assert run_sweep(out, *AXES, "--test-winner") == 0
     return out
 
 
@@ -74,7 +77,7 @@ def test_a_rerun_skips_done_trials_and_the_test_and_reruns_a_cut_off_one(swept, 
     cut = swept / loser / "version_0" / "metrics.json"
     cut.unlink()  # as if the trial had been stopped before it finished
     kept = {p: p.stat().st_mtime_ns for p in [swept / winner / "test.json", *swept.glob(f"{winner}/version_*/*")]}
-    assert run_sweep(swept, *AXES) == 0
+    assert run_sweep(swept, *AXES, "--test-winner") == 0
     out = capsys.readouterr().out
     assert out.count("done before") == 1 and out.count(": running") == 1
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
