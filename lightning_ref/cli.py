@@ -285,8 +285,8 @@ class ManualNetCLI(LightningCLI):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             f.write(",".join(["index", "label", "predicted", *(f"p_{c}" for c in range(p.shape[1]))]) + "\n")
-            for i, (row, label) in enumerate(zip(p.tolist(), y.tolist(), strict=True)):
-                predicted = max(range(len(row)), key=row.__getitem__)
+            rows = zip(y.tolist(), p.argmax(1).tolist(), p.tolist(), strict=True)  # argmax: the first of ties
+            for i, (label, predicted, row) in enumerate(rows):
                 f.write(f"{i},{label},{predicted}," + ",".join(f"{v:.8g}" for v in row) + "\n")
         sys.stdout.flush()
         print(f"predictions: {path}", flush=True)
