@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lightning_ref.reference import copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet
-from manualnet.checks import UsageError, check_int
+from manualnet.validate import UsageError, check_int
 from manualnet.crosscheck import GradDiff, compare_all, format_table
 
 

@@ -42,7 +42,7 @@ from lightning_ref.data import DataMissingError, ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
 from lightning_ref.sources import DataFileError
-from manualnet.checks import UsageError
+from manualnet.validate import UsageError
 
 RECIPES = Path(__file__).with_name("recipes")
 RUN_NAME = "manualnet"  # runs/<RUN_NAME>/version_k

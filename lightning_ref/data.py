@@ -35,7 +35,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from lightning_ref.sources import DataFileError, decode_split, find, is_cifar, source_of, split_names
-from manualnet.checks import UsageError, check_int, check_labels
+from manualnet.validate import UsageError, check_int, check_labels
 
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a network that swallows packets fails instead of hanging
 CACHE_VERSION = 2  # bump when the cached layout changes

@@ -30,7 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_ref.callbacks import GradientCrossCheck
 from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
-from manualnet.checks import UsageError, check_int
+from manualnet.validate import UsageError, check_int
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ import inspect
 import torch
 from torch import Tensor
 
-from manualnet.checks import autocast_dtype_of, check_labels, check_net_inputs, check_scores
+from manualnet.validate import autocast_dtype_of, check_labels, check_net_inputs, check_scores
 
 
 class TwoLayerNetFn(torch.autograd.Function):

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from manualnet.checks import check_int
+from manualnet.validate import check_int
 from manualnet.functional import softmax_cross_entropy, two_layer_net
 
 

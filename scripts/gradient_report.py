@@ -16,7 +16,7 @@ from _args import positive_int
 
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import check_function
-from manualnet.fn_checks import RTOL
+from manualnet.crosscheck.checks import RTOL
 from manualnet.net_crosscheck import NET_LOSS
 
 CHECKS = ["forward", "backward", "noncontiguous", "autocast", "deterministic"]

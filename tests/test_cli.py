@@ -21,7 +21,7 @@ from lightning_ref.cli import PreloadedCheckpointIO, check_checkpoint, main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
-from manualnet.checks import UsageError
+from manualnet.validate import UsageError
 from manualnet.functional import TwoLayerNetFn
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The gradient comparison tools catch what they claim to: compare (manualnet.compare, re-exported by
+"""The gradient comparison tools catch what they claim to: compare (manualnet.crosscheck.compare, re-exported by
 manualnet.crosscheck), scripts/gradient_report.py and scripts/crosscheck_train.py."""
 
 import importlib.util

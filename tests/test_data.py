@@ -19,7 +19,7 @@ from conftest import fake_images, write_cifar, write_mnist
 from torch import nn
 
 from lightning_ref.data import DOWNLOAD_TIMEOUT_S, DataMissingError, ImageDataModule, TensorBatches, crop_flip
-from manualnet.checks import UsageError
+from manualnet.validate import UsageError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

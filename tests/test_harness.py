@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from manualnet.crosscheck import CHECKS, check_function
-from manualnet.fn_checks import FAST_MODE_NUMEL, RTOL
+from manualnet.crosscheck.checks import FAST_MODE_NUMEL, RTOL
 
 MOST_CHECKS = [c for c in CHECKS if not c.startswith("compile")]  # the compile checks cost seconds each
 

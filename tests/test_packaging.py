@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow"}
 OURS = {"manualnet", "lightning_ref", "conftest", "bench_plot", "sweep", "_args"}
-RUNS_INSIDE = {"pytest"}  # manualnet/pytest_plugin.py is only ever imported by pytest itself (a dev extra)
+RUNS_INSIDE = {"pytest"}  # manualnet/crosscheck/pytest_plugin.py is only ever imported by pytest itself (a dev extra)
 
 
 def imported_packages() -> set[str]:

@@ -1,4 +1,4 @@
-"""The crosscheck fixture (manualnet.pytest_plugin, installed through the pytest11 entry point): a user's test is
+"""The crosscheck fixture (manualnet.crosscheck.pytest_plugin, installed through the pytest11 entry point): a user's test is
 one line, a failing check fails it with the table, and --crosscheck-report writes every Function's matrix."""
 
 import subprocess

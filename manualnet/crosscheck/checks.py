@@ -1,7 +1,7 @@
 """The named checks of manualnet.crosscheck.check_function: each compares one use of `fn` with the same use of
 `reference` on every sample of one (dtype, device) Case, and records its errors in a Tally.
 
-Errors are scale-relative, as in manualnet.compare: max |got - want| / max |want| per tensor. A gradient is the
+Errors are scale-relative, as in manualnet.crosscheck.compare: max |got - want| / max |want| per tensor. A gradient is the
 vector-Jacobian product with fixed random incoming gradients g_k, one per floating output: d/dx sum_k <out_k, g_k>.
 """
 
@@ -14,7 +14,7 @@ from torch import Tensor
 from torch._dynamo.comptime import comptime
 from torch.utils._pytree import tree_leaves
 
-from manualnet.compare import compare
+from manualnet.crosscheck.compare import compare
 
 # Max relative error per dtype (of the reference's largest magnitude): about 80 units of roundoff for float32
 # (6e-8) and 450k for float64 (2.2e-16: sums over many terms, and references that round differently), 4 units for

@@ -7,9 +7,9 @@
 `make_inputs(dtype, device, generator)` returns the sample inputs, passed positionally to `fn` and `reference`: a
 tuple of tensors, or a dict {sample name: tuple} for several samples (shapes, edge values). Floating tensors are the
 differentiable inputs (the harness sets requires_grad itself); integer tensors (labels) are passed as they are. The
-checks are listed in manualnet.fn_checks.CHECKS and described with their tolerances in docs/crosscheck.md.
+checks are listed in manualnet.crosscheck.checks.CHECKS and described with their tolerances in docs/crosscheck.md.
 
-The per-tensor comparison (compare, GradDiff, compare_all, format_table) lives in manualnet.compare and is
+The per-tensor comparison (compare, GradDiff, compare_all, format_table) lives in manualnet.crosscheck.compare and is
 re-exported here.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from manualnet.compare import GradDiff, compare, compare_all, format_table
-from manualnet.fn_checks import CHECKS, RTOL, TOLERANCE_TEXT, Case, NotApplicable, Tally, as_tuple
+from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
+from manualnet.crosscheck.checks import CHECKS, RTOL, TOLERANCE_TEXT, Case, NotApplicable, Tally, as_tuple
 
 __all__ = ["CHECKS", "GradDiff", "Report", "Result", "check_function", "compare", "compare_all", "format_table"]
 
