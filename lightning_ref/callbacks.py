@@ -13,8 +13,8 @@ from torch import Tensor
 
 from lightning_ref.reference import copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet
-from manualnet.validate import UsageError, check_int
 from manualnet.crosscheck import GradDiff, compare_all, format_table
+from manualnet.validate import UsageError, check_int
 
 
 class GradientMismatchError(RuntimeError):

@@ -5,8 +5,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from manualnet.validate import check_int
 from manualnet.functional import softmax_cross_entropy, two_layer_net
+from manualnet.validate import check_int
 
 
 class TwoLayerNet(nn.Module):

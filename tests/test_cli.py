@@ -21,8 +21,8 @@ from lightning_ref.cli import PreloadedCheckpointIO, check_checkpoint, main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
-from manualnet.validate import UsageError
 from manualnet.functional import TwoLayerNetFn
+from manualnet.validate import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data.batch_size", "50", "--data.val_size", "100", "--model.hidden", "16", "--trainer.max_epochs", "2"]

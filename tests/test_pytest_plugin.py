@@ -1,5 +1,5 @@
-"""The crosscheck fixture (manualnet.crosscheck.pytest_plugin, installed through the pytest11 entry point): a user's test is
-one line, a failing check fails it with the table, and --crosscheck-report writes every Function's matrix."""
+"""The crosscheck fixture (manualnet.crosscheck.pytest_plugin, installed through the pytest11 entry point): a user's
+test is one line, a failing check fails it with the table, and --crosscheck-report writes every Function's matrix."""
 
 import subprocess
 import sys

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 from manualnet.crosscheck.checks import CHECKS, RTOL, TOLERANCE_TEXT, Case, NotApplicable, Tally, as_tuple
+from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 
 __all__ = ["CHECKS", "GradDiff", "Report", "Result", "check_function", "compare", "compare_all", "format_table"]
 

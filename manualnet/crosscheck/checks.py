@@ -1,7 +1,7 @@
 """The named checks of manualnet.crosscheck.check_function: each compares one use of `fn` with the same use of
 `reference` on every sample of one (dtype, device) Case, and records its errors in a Tally.
 
-Errors are scale-relative, as in manualnet.crosscheck.compare: max |got - want| / max |want| per tensor. A gradient is the
+Errors are scale-relative, as in manualnet.crosscheck.compare: max |got - want| / max |want| per tensor. A gradient is
 vector-Jacobian product with fixed random incoming gradients g_k, one per floating output: d/dx sum_k <out_k, g_k>.
 """
 
