@@ -2,7 +2,7 @@
 `reference` on every sample of one (dtype, device) Case, and records its errors in a Tally.
 
 Errors are scale-relative, as in manualnet.crosscheck.compare: max |got - want| / max |want| per tensor. A gradient is
-vector-Jacobian product with fixed random incoming gradients g_k, one per floating output: d/dx sum_k <out_k, g_k>.
+the vector-Jacobian product with fixed random incoming gradients g_k, one per floating output: d/dx sum_k <out_k, g_k>.
 """
 
 import contextlib
