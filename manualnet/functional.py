@@ -8,13 +8,17 @@ Forward (docs/derivation.md, shapes for a batch of N rows):
     L  = mean_i( -ln softmax(s2)[i, y_i] )
 
 The backward of each Function is the chain rule from the derivation, in matrix form, using only differentiable
-torch ops so that double backward (gradgradcheck) is exact. Both Functions use the `forward` + `setup_context`
-form with `generate_vmap_rule = True`, so `torch.func.grad` and `torch.func.vmap` work over them.
+torch ops so that double backward (gradgradcheck) is exact. The jvp of each is the same chain rule run forwards (a
+tangent, written with a dot and named `*_dot` in code, is pushed from the inputs to the outputs), also in
+differentiable torch ops, so that forward-over-reverse (torch.func.hessian) and reverse-over-forward are exact too.
+Both Functions use the `forward` + `setup_context` form with `generate_vmap_rule = True`, so `torch.func.grad`,
+`jvp` and `vmap` work over them.
 """
 
 import inspect
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from manualnet.validate import autocast_dtype_of, check_labels, check_net_inputs, check_scores
@@ -47,8 +51,15 @@ class TwoLayerNetFn(torch.autograd.Function):
         #   w1  for dx = ds1 w1^T, only when x needs a gradient.
         # b1 and b2 are not needed: d(s)/d(b) = 1.
         need_x, need_w1 = ctx.needs_input_grad[:2]
+        # The jvp needs all four (x for x w1_dot, w1 for x_dot w1): whether a tangent will come is not known here.
+        # They are references (inputs and the x2 output), and forward AD drops them once the jvp has run.
+        ctx.save_for_forward(x, w1, w2, x2)
+        if torch._C._are_functorch_transforms_active():
+            # vmap's generated rule keeps one set of batch dims for both saves (the last one's): the two must hold
+            # the same tensors, or jvp(vmap(...)) reads a batched x or w1 as unbatched.
+            need_x = need_w1 = True
         ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
-        ctx.set_materialize_grads(False)  # ds2 or dx2_out may be None: we skip the work instead of adding zeros
+        ctx.set_materialize_grads(False)  # ds2, dx2_out or a tangent may be None: we skip its terms, no zeros added
 
     @staticmethod
     def backward(ctx, ds2: Tensor | None, dx2_out: Tensor | None):
@@ -82,6 +93,28 @@ class TwoLayerNetFn(torch.autograd.Function):
             dx = ds1 @ w1.T  # dX = dS1 W1^T          (N,H)@(H,D) -> (N,D)
         return dx, dw1, db1, dw2, db2
 
+    @staticmethod
+    def jvp(ctx, x_dot, w1_dot, b1_dot, w2_dot, b2_dot):
+        # Forward mode: each tangent has its primal's shape; a None tangent (no tangent given) drops its terms.
+        x, w1, w2, x2 = ctx.saved_tensors
+        n, c = x2.shape[0], w2.shape[1]
+        s1_dot = _sum(
+            None if x_dot is None else x_dot @ w1,  # ẋ w1    (N,D)@(D,H) -> (N,H)
+            None if w1_dot is None else x @ w1_dot,  # x ẇ1    (N,D)@(D,H) -> (N,H)
+            None if b1_dot is None else b1_dot.expand_as(x2),  # ḃ1 added to every row   (H,) -> (N,H)
+        )  # ṡ1 = ẋ w1 + x ẇ1 + ḃ1   (N,H)
+        if s1_dot is None:
+            x2_dot = torch.zeros_like(x2)  # ẋ2 = 0: forward AD refuses a None tangent for a floating output
+        else:
+            # ẋ2 = [s1 > 0] ṡ1 = [x2 > 0] ṡ1   (N,H): the same mask-and-multiply as backward's dS1, 0 at the kink
+            x2_dot = torch.ops.aten.threshold_backward(s1_dot, x2, 0)
+        s2_dot = _sum(
+            None if s1_dot is None else x2_dot @ w2,  # ẋ2 w2   (N,H)@(H,C) -> (N,C)
+            None if w2_dot is None else x2 @ w2_dot,  # x2 ẇ2   (N,H)@(H,C) -> (N,C)
+            None if b2_dot is None else b2_dot.expand(n, c),  # ḃ2 added to every row   (C,) -> (N,C)
+        )  # ṡ2 = ẋ2 w2 + x2 ẇ2 + ḃ2   (N,C)
+        return s2_dot, x2_dot
+
 
 class SoftmaxCrossEntropyFn(torch.autograd.Function):
     """L = mean_i( -ln softmax(s2)[i, y_i] ); backward dL/ds2 = (P - Y) / N by hand."""
@@ -100,6 +133,7 @@ class SoftmaxCrossEntropyFn(torch.autograd.Function):
         # Saved: s2 (an input) to recompute P in backward, and y for where Y has its 1s. P is recomputed rather than
         # kept from forward so that double backward sees it as a function of s2.
         ctx.save_for_backward(s2, y)
+        ctx.save_for_forward(s2, y)  # the same two for the jvp (P from s2, and y)
 
     @staticmethod
     def backward(ctx, dloss: Tensor):
@@ -110,6 +144,35 @@ class SoftmaxCrossEntropyFn(torch.autograd.Function):
         p_minus_y = p.scatter_add(1, y.unsqueeze(1), p.new_full((n, 1), -1.0))  # (N,C)
         ds2 = p_minus_y * (dloss / n)  # dL/dS2 = (P - Y) / N   (N,C)
         return ds2, None
+
+    @staticmethod
+    def jvp(ctx, s2_dot: Tensor, y_dot: None) -> Tensor:
+        # y_dot is always None: y is integer, and forward AD gives integer tensors no tangent.
+        s2, y = ctx.saved_tensors
+        p = torch.softmax(s2, dim=1)  # P = softmax(S2)   (N,C)
+        # L̇ = mean_i( sum_j P_ij ṡ2_ij - ṡ2_{i,y_i} )   (N,C) -> (N,) -> scalar: dL_i/ds_j = p_j - [j = y_i] again
+        return ((p * s2_dot).sum(1) - s2_dot.gather(1, y.unsqueeze(1)).squeeze(1)).mean()
+
+
+def _sum(*terms: Tensor | None) -> Tensor | None:
+    """The sum of the terms that are not None; None when all are."""
+    present = [t for t in terms if t is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
+class _TwoLayerNetNoJvpFn(TwoLayerNetFn):
+    """TwoLayerNetFn without its jvp, for torch.compile outside forward AD (see _apply)."""
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+
+
+class _SoftmaxCrossEntropyNoJvpFn(SoftmaxCrossEntropyFn):
+    """SoftmaxCrossEntropyFn without its jvp, for torch.compile outside forward AD (see _apply)."""
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+
+
+_NO_JVP = {TwoLayerNetFn: _TwoLayerNetNoJvpFn, SoftmaxCrossEntropyFn: _SoftmaxCrossEntropyNoJvpFn}
 
 
 # Function.apply binds its arguments to forward's signature with inspect.signature on every call (~9 us here, a
@@ -126,15 +189,25 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     return None
 
 
-def _as_intermediates(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Under torch.compile, views of the tensors (free once compiled); otherwise the tensors themselves.
+def _apply(fn: type[torch.autograd.Function], *args: Tensor):
+    """fn.apply(*args), in the form that keeps fn's hand-written derivatives under torch.compile.
 
     Dynamo inlines a Function's forward, and so differentiates it with autograd instead of running our backward,
-    when its inputs are the very inputs of a torch.func.grad (pytorch #193279); a view makes them intermediates.
+    when its inputs are the very inputs of a torch.func.grad (pytorch #193279): views make them intermediates (free
+    once compiled). It refuses to trace a Function that defines jvp ("Unsupported custom jvp", a graph break) and,
+    under forward AD, inlines it and drops the jvp (pytorch #192985). So, while compiling: under forward AD, fn runs
+    eagerly (a graph break, and our jvp runs); otherwise the same Function without its jvp is traced, backward and all.
     """
-    if torch.compiler.is_compiling():
-        return tuple(t.view_as(t) for t in tensors)
-    return tensors
+    if not torch.compiler.is_compiling():
+        return fn.apply(*args)
+    if fwAD._current_level >= 0:  # a dual level is open: tangents may reach fn
+        return _eager_apply(fn, *args)
+    return _NO_JVP[fn].apply(*(t.view_as(t) if t.is_floating_point() else t for t in args))
+
+
+@torch.compiler.disable
+def _eager_apply(fn: type[torch.autograd.Function], *args: Tensor):
+    return fn.apply(*args)
 
 
 def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
@@ -148,9 +221,9 @@ def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> 
     if cast is not None:
         x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
         with torch.autocast(x.device.type, enabled=False):
-            s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
+            s2, _ = _apply(TwoLayerNetFn, x, w1, b1, w2, b2)
         return s2
-    s2, _ = TwoLayerNetFn.apply(*_as_intermediates(x, w1, b1, w2, b2))
+    s2, _ = _apply(TwoLayerNetFn, x, w1, b1, w2, b2)
     return s2
 
 
@@ -163,7 +236,5 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
     check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
     if _autocast_dtype(s2) is not None:
         with torch.autocast(s2.device.type, enabled=False):
-            (s2,) = _as_intermediates(s2.float() if s2.dtype != torch.float64 else s2)
-            return SoftmaxCrossEntropyFn.apply(s2, y)
-    (s2,) = _as_intermediates(s2)
-    return SoftmaxCrossEntropyFn.apply(s2, y)
+            return _apply(SoftmaxCrossEntropyFn, s2.float() if s2.dtype != torch.float64 else s2, y)
+    return _apply(SoftmaxCrossEntropyFn, s2, y)
