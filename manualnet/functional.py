@@ -172,9 +172,6 @@ class _SoftmaxCrossEntropyNoJvpFn(SoftmaxCrossEntropyFn):
     jvp = staticmethod(torch.autograd.Function.jvp)
 
 
-_NO_JVP = {TwoLayerNetFn: _TwoLayerNetNoJvpFn, SoftmaxCrossEntropyFn: _SoftmaxCrossEntropyNoJvpFn}
-
-
 # Function.apply binds its arguments to forward's signature with inspect.signature on every call (~9 us here, a
 # twentieth of the whole step at N=D=H=64); inspect.signature returns a function's __signature__ when it is set.
 for _fn in (TwoLayerNetFn, SoftmaxCrossEntropyFn):
@@ -189,20 +186,20 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     return None
 
 
-def _apply(fn: type[torch.autograd.Function], *args: Tensor):
+def _apply(fn: type[torch.autograd.Function], fn_no_jvp: type[torch.autograd.Function], *args: Tensor):
     """fn.apply(*args), in the form that keeps fn's hand-written derivatives under torch.compile.
 
     Dynamo inlines a Function's forward, and so differentiates it with autograd instead of running our backward,
     when its inputs are the very inputs of a torch.func.grad (pytorch #193279): views make them intermediates (free
     once compiled). It refuses to trace a Function that defines jvp ("Unsupported custom jvp", a graph break) and,
     under forward AD, inlines it and drops the jvp (pytorch #192985). So, while compiling: under forward AD, fn runs
-    eagerly (a graph break, and our jvp runs); otherwise the same Function without its jvp is traced, backward and all.
+    eagerly (a graph break, and our jvp runs); otherwise fn_no_jvp, fn without its jvp, is traced, backward and all.
     """
     if not torch.compiler.is_compiling():
         return fn.apply(*args)
     if fwAD._current_level >= 0:  # a dual level is open: tangents may reach fn
         return _eager_apply(fn, *args)
-    return _NO_JVP[fn].apply(*(t.view_as(t) if t.is_floating_point() else t for t in args))
+    return fn_no_jvp.apply(*(t.view_as(t) if t.is_floating_point() else t for t in args))
 
 
 @torch.compiler.disable
@@ -221,9 +218,9 @@ def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> 
     if cast is not None:
         x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
         with torch.autocast(x.device.type, enabled=False):
-            s2, _ = _apply(TwoLayerNetFn, x, w1, b1, w2, b2)
+            s2, _ = _apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
         return s2
-    s2, _ = _apply(TwoLayerNetFn, x, w1, b1, w2, b2)
+    s2, _ = _apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
     return s2
 
 
@@ -236,5 +233,5 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
     check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
     if _autocast_dtype(s2) is not None:
         with torch.autocast(s2.device.type, enabled=False):
-            return _apply(SoftmaxCrossEntropyFn, s2.float() if s2.dtype != torch.float64 else s2, y)
-    return _apply(SoftmaxCrossEntropyFn, s2, y)
+            return _apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2.float() if s2.dtype != torch.float64 else s2, y)
+    return _apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2, y)
