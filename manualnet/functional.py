@@ -97,6 +97,7 @@ class TwoLayerNetFn(torch.autograd.Function):
     def jvp(ctx, x_dot, w1_dot, b1_dot, w2_dot, b2_dot):
         # Forward mode: each tangent has its primal's shape; a None tangent (no tangent given) drops its terms.
         x, w1, w2, x2 = ctx.saved_tensors
+        _check_tangents(x2, x=x_dot, w1=w1_dot, b1=b1_dot, w2=w2_dot, b2=b2_dot)
         n, c = x2.shape[0], w2.shape[1]
         s1_dot = _sum(
             None if x_dot is None else x_dot @ w1,  # ẋ w1    (N,D)@(D,H) -> (N,H)
@@ -149,9 +150,22 @@ class SoftmaxCrossEntropyFn(torch.autograd.Function):
     def jvp(ctx, s2_dot: Tensor, y_dot: None) -> Tensor:
         # y_dot is always None: y is integer, and forward AD gives integer tensors no tangent.
         s2, y = ctx.saved_tensors
+        _check_tangents(s2, s2=s2_dot)
         p = torch.softmax(s2, dim=1)  # P = softmax(S2)   (N,C)
         # L̇ = mean_i( sum_j P_ij ṡ2_ij - ṡ2_{i,y_i} )   (N,C) -> (N,) -> scalar: dL_i/ds_j = p_j - [j = y_i] again
         return ((p * s2_dot).sum(1) - s2_dot.gather(1, y.unsqueeze(1)).squeeze(1)).mean()
+
+
+def _check_tangents(primal: Tensor, **tangents: Tensor | None) -> None:
+    """Each tangent given must have the dtype and device of `primal` (those of every primal: the wrappers checked).
+
+    Forward AD refuses a tangent of another shape itself, before the jvp runs; another dtype or device it lets through.
+    """
+    for name, t in tangents.items():
+        if t is not None and t.dtype != primal.dtype:
+            raise TypeError(f"{name}'s tangent: expected dtype {primal.dtype} (that of {name}), got {t.dtype}")
+        if t is not None and t.device != primal.device:
+            raise ValueError(f"{name}'s tangent: expected a tensor on {name}'s device {primal.device}, got {t.device}")
 
 
 def _sum(*terms: Tensor | None) -> Tensor | None:
@@ -233,5 +247,7 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
     check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
     if _autocast_dtype(s2) is not None:
         with torch.autocast(s2.device.type, enabled=False):
-            return _apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2.float() if s2.dtype != torch.float64 else s2, y)
+            return _apply(
+                SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2.float() if s2.dtype != torch.float64 else s2, y
+            )
     return _apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2, y)
