@@ -47,7 +47,7 @@ SAMPLES = samples()
 
 def labelled(f, y):
     """f(x, w1, b1, w2, b2) -> f(x, w1, b1, w2, b2, y), or f(s2) -> f(s2, y)."""
-    return labelled(f, y)
+    return lambda *a: f(*a, y)
 
 
 def of_input(f, primals, i):
