@@ -104,7 +104,7 @@ def test_dual_tensors_of_forward_ad_equal_the_reference_and_leave_the_primal_alo
         assert_rel_close(results[0], results[1], 1e-10, name)
 
 
-def test_non_contiguous_inputs_and_tangents_give_the_contiguous_jvp():
+def test_non_contiguous_inputs_and_tangents_equal_forward_ad_of_the_reference():
     primals, y, tangents = SAMPLES["general"]
 
     def strided(t):  # the same values, stored transposed (matrices) or every other element (vectors)

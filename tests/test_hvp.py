@@ -23,7 +23,7 @@ def double_backward_hvp(params, v, x, y):
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_loss_hvp_equals_double_backward_of_the_reference_in_float64(dtype, rtol):
+def test_loss_hvp_in_float64_and_float32_equals_double_backward_of_the_reference_in_float64(dtype, rtol):
     # float32 against the float64 truth: the manual path's own error, within 1e-5 of the largest entry.
     gen, all_samples = samples(torch.float64)
     for name, (x, w1, b1, w2, b2, y) in all_samples.items():
