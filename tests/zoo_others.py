@@ -391,10 +391,13 @@ def make_select(dtype, device, gen):
 
 class SoftmaxFunction(torch.autograd.Function):
     """A hand-written softmax over `dim` (as Megatron's ScaledSoftmax math, scale 1), old-style, saving its output;
-    called with dim as a keyword argument: SoftmaxFunction.apply(x, dim=1)."""
+    called with keyword arguments: SoftmaxFunction.apply(x, dim=1), and dtype= (a torch.dtype) to compute in, as
+    torch.softmax's."""
 
     @staticmethod
-    def forward(ctx, x, dim=-1):
+    def forward(ctx, x, dim=-1, dtype=None):
+        if dtype is not None:
+            x = x.to(dtype)
         y = torch.exp(x - x.amax(dim, keepdim=True))
         y = y / y.sum(dim, keepdim=True)
         ctx.save_for_backward(y)
@@ -404,18 +407,67 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (y,) = ctx.saved_tensors
-        return y * (grad_output - (grad_output * y).sum(ctx.dim, keepdim=True)), None
+        return y * (grad_output - (grad_output * y).sum(ctx.dim, keepdim=True)), None, None
 
 
-def softmax_reference(x, dim=-1):
-    return torch.softmax(x, dim)
+def softmax_reference(x, dim=-1, dtype=None):
+    return torch.softmax(x, dim, dtype=dtype)
 
 
 def make_softmax(dtype, device, gen):
     return {
         "dim=1": Sample(randn(dtype, device, gen, 4, 6, scale=3.0), dim=1),
         "dim=0 of 3-d": Sample(randn(dtype, device, gen, 5, 2, 3), dim=0),
+        "dtype=float64": Sample(randn(dtype, device, gen, 3, 4), dim=-1, dtype=torch.float64),
     }
+
+
+# ------------------------------------------------------------------------------------ apex's label-smoothing xentropy
+
+
+class SoftmaxCrossEntropyLoss(torch.autograd.Function):
+    """After apex's `contrib.xentropy.SoftmaxCrossEntropyLoss` (its CUDA kernel replaced by the math): per-row losses
+    of (logits, int64 labels, smoothing float, padding_idx int, half_to_float bool), rows labelled padding_idx get 0;
+    saves logits, max_log_sum_exp and labels. Its backward is marked @once_differentiable here (as kernel-backed
+    Functions in detectron2 and mmcv are): the saved max_log_sum_exp would be a constant to a double backward."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, smoothing=0.0, padding_idx=0, half_to_float=False):
+        max_log_sum_exp = torch.logsumexp(logits.float() if half_to_float else logits, dim=-1)
+        logits_ = logits.float() if half_to_float else logits
+        losses = (
+            max_log_sum_exp
+            - (1.0 - smoothing) * logits_.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            - smoothing * logits_.mean(-1)
+        )
+        losses.masked_fill_(labels == padding_idx, 0)
+        ctx.save_for_backward(logits, max_log_sum_exp, labels)
+        ctx.smoothing = smoothing
+        ctx.padding_idx = padding_idx
+        return losses
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        logits, max_log_sum_exp, labels = ctx.saved_tensors
+        grad_loss = grad_loss.masked_fill(labels == ctx.padding_idx, 0)
+        probs = torch.exp(logits - max_log_sum_exp.unsqueeze(-1))
+        target = torch.full_like(logits, ctx.smoothing / logits.shape[-1])
+        target.scatter_add_(-1, labels.unsqueeze(-1), torch.full_like(grad_loss, 1.0 - ctx.smoothing).unsqueeze(-1))
+        grad_logits = grad_loss.unsqueeze(-1) * (probs - target)
+        return grad_logits.to(logits.dtype), None, None, None, None
+
+
+def xentropy_reference(logits, labels, smoothing=0.0, padding_idx=0, half_to_float=False):
+    losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
+    return torch.where(labels == padding_idx, torch.zeros_like(losses), losses)
+
+
+def make_xentropy(dtype, device, gen):
+    logits = randn(dtype, device, gen, 6, 10, scale=2.0)
+    labels = torch.randint(1, 10, (6,), generator=gen, device=device)
+    labels[2] = 0  # a padding row
+    return {"smoothing 0.1": (logits, labels, 0.1, 0, False), "no smoothing": (logits, labels, 0.0, 0, False)}
 
 
 # ---------------------------------------------------------------------------------------------- entmax's sparsemax
@@ -856,6 +908,22 @@ def make_qk(dtype, device, gen):
     return randn(dtype, device, gen, 3, 4, 8), 0.125
 
 
+class SigmoidForgetsGradOutput(Function):
+    """A tutorial-style sigmoid whose backward returns the local derivative s * (1 - s) and forgets to multiply by
+    grad_output: right only when the incoming gradient is all ones (loss = y.sum())."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = torch.sigmoid(x)
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (s,) = ctx.saved_tensors
+        return s * (1 - s)  # bug: grad_output * s * (1 - s)
+
+
 class ChunkReturnsList(Function):
     """The chunk Function with forward returning a list: autograd wraps only tensors and tuples, so the chunks come
     back detached (requires_grad False) and no gradient flows, silently."""
@@ -958,6 +1026,21 @@ OTHERS = {
         make_softmax,
         set(),
         why="hand-written softmax, old-style, dim passed as a keyword (Sample(x, dim=1))",
+    ),
+    "apex_xentropy": Case(
+        SoftmaxCrossEntropyLoss.apply,
+        xentropy_reference,
+        make_xentropy,
+        set(),
+        why="apex's label-smoothing xentropy: int64 labels, float, int and bool arguments, a padding row, "
+        "once_differentiable (gradgradcheck n/a)",
+    ),
+    "timm_swish_no_reference": Case(
+        SwishAutoFn.apply,
+        None,
+        make_x,
+        set(),
+        why="reference=None: gradcheck, gradgradcheck and fn's own transforms run; the rest n/a, saying why",
     ),
     "entmax_sparsemax": Case(
         SparsemaxFunction.apply,
@@ -1092,6 +1175,14 @@ OTHERS = {
         make_qk,
         {"gradcheck", "unused_outputs"} | GRADIENT_CHECKS,
         why="unused_outputs: k's incoming gradient scaled as q's (wrong only through the second output)",
+    ),
+    "sigmoid_forgets_grad_output": Case(
+        SigmoidForgetsGradOutput.apply,
+        torch.sigmoid,
+        make_x,
+        {"gradcheck", "gradgradcheck"} | GRADIENT_CHECKS,
+        why="backward: grad_output never multiplied in (right only for y.sum()); gradgradcheck: the second derivative "
+        "wrt grad_output is 0",
     ),
     "forward_returns_list": Case(
         ChunkReturnsList.apply,

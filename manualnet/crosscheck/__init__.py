@@ -256,27 +256,32 @@ def _check_sample(inputs: Inputs, where: str, dtype, device, batch_args) -> None
             _type(v) if not isinstance(v, Tensor) else str(v.dtype) for v in (*inputs.args, *inputs.kwargs.values())
         ]
         raise ValueError(f"{where}: expected at least one floating tensor (or a module parameter), got {given}")
-    for v in (*inputs.args, *inputs.kwargs.values()):
+    named = [(f"input {i}", v) for i, v in enumerate(inputs.args)] + [
+        (f"input {k}=", v) for k, v in inputs.kwargs.items()
+    ]
+    for at, v in named:
         if isinstance(v, Tensor):
             if v.is_floating_point() and v.dtype != dtype:
-                raise TypeError(f"{where}: expected floating tensors of dtype {dtype}, got {v.dtype}")
+                raise TypeError(f"{where}: expected floating tensors of dtype {dtype}, got {v.dtype} at {at}")
             if v.device != device:
-                raise ValueError(f"{where}: expected tensors on {device}, got one on {v.device}")
+                raise ValueError(f"{where}: expected tensors on {device}, got one on {v.device} at {at}")
     for i in batch_args:
         if not (isinstance(i, int) and 0 <= i < len(inputs.args)) or not isinstance(inputs.args[i], Tensor):
             raise ValueError(f"batch_args: expected positions of tensor inputs in {where}, got {i!r}")
 
 
 def _modifies_inputs(case: Case, inputs: Inputs) -> bool:
-    """fn changes an input in place (an in-place Function, mark_dirty): seen on copies, by version counters."""
+    """fn is an in-place Function (mark_dirty): it changes an input in place and returns it, seen on copies by
+    version counters. An input changed but not returned is a bug that saved_tensors reports."""
     copies = inputs.map(lambda t: t.clone())
     before = [t._version for t in copies.tensors()]
     try:
         with torch.no_grad():
-            case.call(case.fn, copies)
+            outs = as_outputs(case.call(case.fn, copies))
     except Exception:
         return False  # fn's own failure is reported by each check
-    return any(t._version != v for t, v in zip(copies.tensors(), before, strict=True))
+    changed = {t.data_ptr() for t, v in zip(copies.tensors(), before, strict=True) if t._version != v}
+    return any(isinstance(o, Tensor) and o.data_ptr() in changed for o in outs)
 
 
 def _same_shapes(case: Case, inputs: Inputs, where: str) -> None:

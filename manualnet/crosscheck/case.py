@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.fx.experimental.validator  # noqa: F401  imported before the first compile: torch imports it mid-compile
 from torch import Tensor, nn
 from torch._dynamo.comptime import comptime
 
