@@ -55,13 +55,14 @@ def test_compiled_functions_equal_plain_torch_and_run_the_hand_written_backward(
 
 
 def test_bf16_autocast_on_cpu_equals_plain_torch_under_the_same_autocast(crosscheck):
-    # Both sides round the same products to bf16 and run the same kernels: bitwise equal on this machine. The
-    # honest bound for another CPU is one bf16 rounding of the largest entry (2^-8); float64 is left alone.
+    # Both sides round the same products to bf16 and run the same kernels: against the float64 truth, manual's
+    # error is the reference's own on this machine. The honest bound for another CPU is that plus one bf16
+    # rounding of the largest entry (2^-8); float64 is left alone by autocast.
     for target in ("NET", "LOSS", "NET_LOSS"):
         fn, reference, make_inputs, options = getattr(net_crosscheck, target)
         report = crosscheck(fn, reference, make_inputs, checks=["autocast"], **options)
         for r in report.results:
-            assert r.max_rel <= (2**-8 if r.dtype == "float32" else 1e-12), (target, r)
+            assert r.max_rel <= (r.ref_rel + 2**-8 if r.dtype == "float32" else 1e-12), (target, r)
 
 
 # ----------------------------------------------------------------------------------- the module under torch.func

@@ -674,7 +674,7 @@ class MyLinear(nn.Module):
         self.function = function
         self.weight = nn.Parameter(torch.empty(output_features, input_features))
         self.bias = nn.Parameter(torch.empty(output_features))
-        with torch.no_grad():  # the docs' uniform_(-0.1, 0.1), seeded so that the case is the same every run
+        with torch.no_grad():  # uniform in (-1, 1) (the docs: -0.1, 0.1), seeded: the same case every run
             gen = torch.Generator().manual_seed(13)
             self.weight.copy_(torch.rand(self.weight.shape, generator=gen) * 2 - 1)
             self.bias.copy_(torch.rand(self.bias.shape, generator=gen) * 2 - 1)
@@ -1164,10 +1164,11 @@ OTHERS = {
         InplaceExpNoMarkDirty.apply,
         torch.exp,
         make_x,
-        {"saved_tensors", "gradgradcheck"},
-        why="saved_tensors: exp_ on the input without ctx.mark_dirty (values and gradients right, the caller's x "
-        "silently overwritten: its version counter moves, the output is not x; autograd takes the saved y for x "
-        "itself, so double backward is wrong: gradgradcheck)",
+        {"saved_tensors", "gradcheck", "gradgradcheck", "forward", "noncontiguous", "checkpoint"},
+        why="saved_tensors: exp_ on the input without ctx.mark_dirty (the caller's x silently overwritten: its "
+        "version counter moves, the output is not x); the overwritten input then breaks finite differences "
+        "(gradcheck), double backward (gradgradcheck), a second forward on the same tensors (forward, "
+        "noncontiguous) and checkpoint's recomputation",
     ),
     "second_output_grad_scaled": Case(
         QKSplitScale.apply,

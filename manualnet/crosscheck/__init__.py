@@ -15,11 +15,23 @@ tolerances in docs/crosscheck.md.
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
-from manualnet.crosscheck.case import FLOOR, Case, Inputs, K, NotApplicable, ReferenceFailed, Sample, Tally, as_outputs
+from manualnet.crosscheck.case import (
+    FLOOR,
+    Case,
+    Inputs,
+    K,
+    NotApplicable,
+    ReferenceFailed,
+    Sample,
+    Tally,
+    as_outputs,
+    leaves,
+)
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 from manualnet.crosscheck.report import Report, Result
@@ -91,6 +103,8 @@ def check_function(
 def _run(check: str, case: Case) -> Result:
     """One check on one case; an exception inside fn is that check failing, with the exception; an exception
     inside the reference is the reference failing."""
+    # Each check gets its own copies of the samples: a Function that modifies its inputs spoils no other check.
+    case = replace(case, samples={n: s.map(lambda t: t.clone()) for n, s in case.samples.items()})
     tally = Tally(case.dtype, tolerance=f"<= {K:g} x ref + {FLOOR.get(case.dtype, FLOOR[torch.float32]):g}")
     start = time.perf_counter()
     status = None
@@ -273,15 +287,14 @@ def _check_sample(inputs: Inputs, where: str, dtype, device, batch_args) -> None
 def _modifies_inputs(case: Case, inputs: Inputs) -> bool:
     """fn is an in-place Function (mark_dirty): it changes an input in place and returns it, seen on copies by
     version counters. An input changed but not returned is a bug that saved_tensors reports."""
-    copies = inputs.map(lambda t: t.clone())
+    copies = leaves(inputs).map(lambda t: t.clone())  # not leaves: autograd allows them to be changed in place
     before = [t._version for t in copies.tensors()]
     try:
-        with torch.no_grad():
-            outs = as_outputs(case.call(case.fn, copies))
+        outs = as_outputs(case.call(case.fn, copies))
     except Exception:
         return False  # fn's own failure is reported by each check
-    changed = {t.data_ptr() for t, v in zip(copies.tensors(), before, strict=True) if t._version != v}
-    return any(isinstance(o, Tensor) and o.data_ptr() in changed for o in outs)
+    changed = [t for t, v in zip(copies.tensors(), before, strict=True) if t._version != v]
+    return any(o is t for o in outs for t in changed)  # mark_dirty returns the input object itself
 
 
 def _same_shapes(case: Case, inputs: Inputs, where: str) -> None:
