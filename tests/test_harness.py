@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from manualnet.crosscheck import CHECKS, FAST_MODE_NUMEL, FLOOR, PROFILES, check_function
+from manualnet.crosscheck import CHECKS, FAST_MODE_NUMEL, FLOOR, PROFILES, K, check_function
 
 MOST_CHECKS = PROFILES["quick"]  # the compile checks cost seconds each
 
@@ -516,6 +516,106 @@ def test_assert_ok_fails_with_the_markdown_table_and_ok_reports_pass():
     assert good.markdown().splitlines()[0] == "### OldStyleCube.apply: ok"
 
 
+# ---------------------------------------------------------------- verdict levels, no reference, messages, kinks
+
+
+class GraphBreakInForward(Double):
+    """y = 2x, right, with a print in its forward: Dynamo breaks the graph there and runs it eagerly."""
+
+    @staticmethod
+    def forward(x):
+        print("", end="")
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def test_a_function_dynamo_cannot_trace_gets_a_warning_with_dynamos_reason_never_a_pass():
+    checks = ["compile", "compile_func_grad", "compile_double_backward"]
+    report = check_function(GraphBreakInForward.apply, lambda x: 2 * x, make_x, checks=checks, dtypes=[torch.float32])
+    for r in report.results:
+        assert r.status == "warning" and "not compiled, nothing checked" in r.note and "graph break" in r.note, r
+    assert (
+        report.ok
+        and not check_function(
+            GraphBreakInForward.apply, lambda x: 2 * x, make_x, checks=checks[:1], dtypes=[torch.float32], strict=True
+        ).ok
+    )
+
+
+def test_strict_counts_warnings_as_failures():
+    args = (GradientNobodyAskedFor.apply, lambda x, w: x @ w, make_x_w)
+    assert check_function(*args, checks=["input_subsets"]).ok
+    strict = check_function(*args, checks=["input_subsets"], strict=True)
+    assert not strict.ok and {r.status for r in strict.results} == {"warning"}
+    with pytest.raises(AssertionError, match="warnings: input_subsets"):
+        strict.assert_ok()
+
+
+def test_without_a_reference_the_checks_that_need_none_run_and_the_others_say_so():
+    report = check_function(OldStyleCube.apply, None, make_x, profile="quick")
+    status = {(r.check, r.dtype): (r.status, r.note) for r in report.results}
+    for check in ("forward", "backward", "same_tensor_twice", "autocast"):
+        assert status[(check, "float64")] == ("n/a", "needs a reference"), check
+    for check in ("gradcheck", "gradgradcheck", "noncontiguous", "checkpoint", "deterministic"):
+        assert status[(check, "float64")][0] == "passed", check
+    assert report.ok
+    wrong = check_function(TransposedGrad.apply, None, make_x_w, checks=["gradcheck"], dtypes=[torch.float64])
+    assert not wrong.ok  # finite differences need no reference to find a wrong backward
+
+
+def test_a_gradcheck_failure_carries_gradchecks_own_message():
+    report = check_function(GradsInWrongOrder.apply, lambda a, b: 2 * a + 3 * b, make_a_b, checks=["gradcheck"])
+    (r,) = report.failed()
+    assert "GradcheckError: Jacobian mismatch for output 0 with respect to input 0" in r.note
+
+
+def test_a_kink_sample_accepts_either_one_sided_derivative_and_only_those():
+    # relu'(0) = 1 is the right-hand derivative: valid where the sample is named in kinks, wrong where it is not.
+    named = check_function(ReluWrongAtKink.apply, torch.relu, make_with_kink, profile="quick", kinks=("kink",))
+    assert named.ok, named.markdown()
+    assert not check_function(ReluWrongAtKink.apply, torch.relu, make_with_kink, checks=["backward"]).ok
+
+    class ReluTimesThreeAtKink(SavesInputs):  # 3 at 0 is no one-sided derivative of relu
+        @staticmethod
+        def forward(x):
+            return x.clamp_min(0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * ((x > 0) + 3 * (x == 0))
+
+    report = check_function(
+        ReluTimesThreeAtKink.apply, torch.relu, make_with_kink, checks=["backward"], kinks=("kink",)
+    )
+    assert not report.ok
+
+
+def test_the_tolerance_rule_passes_rounding_within_k_times_the_references_own_error_and_reports_both():
+    # fn computes x^3 as exp(3 log x) (other rounding), on a sample where both err in float32
+    class CubeByLogs(SavesInputs):
+        @staticmethod
+        def forward(x):
+            return torch.exp(3 * torch.log(x))
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3 * torch.exp(2 * torch.log(x))
+
+    def positive(dtype, device, gen):
+        return (torch.rand(50, dtype=dtype, device=device, generator=gen) * 100 + 1,)
+
+    report = check_function(CubeByLogs.apply, lambda x: x**3, positive, checks=["forward", "backward"])
+    assert report.ok, report.markdown()
+    for r in report.results:
+        assert r.max_rel is not None and r.ref_rel is not None
+        assert r.max_rel <= K * r.ref_rel + FLOOR[getattr(torch, r.dtype)]
+
+
 # ----------------------------------------------------------------------------------------------------- bad input
 
 
@@ -565,6 +665,19 @@ def test_bad_arguments_raise_naming_the_argument_before_any_check_runs(kwargs, e
     with pytest.raises(error, match=message):
         check_function(args.pop("fn"), args.pop("reference"), args.pop("make_inputs"), **args)
     assert len(calls) <= 2  # at most the forward used to compare output shapes ran: no check
+
+
+def test_a_reference_module_with_other_parameter_names_is_refused_before_any_check():
+    fn, ref = torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with pytest.raises(
+        ValueError, match=r"^reference: expected a module with fn's parameter names \['bias', 'weight'\]"
+    ):
+        check_function(fn, ref, make_x)
+
+
+def test_an_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match=r"^profile: expected one of \['full', 'quick'\], got 'fast'"):
+        check_function(cube, cube, make_x, profile="fast")
 
 
 def test_make_inputs_on_another_device_than_asked_is_refused():

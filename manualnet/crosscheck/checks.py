@@ -312,6 +312,10 @@ def check_func_vjp(case: Case, t: Tally) -> None:
 
 
 def _jacobians(case: Case, name: str, s: Inputs, transform) -> tuple[list, list] | None:
+    """(fn's Jacobian blocks by the transform, the reference's by autograd); None for a kink sample (the
+    gradient checks hold the one-sided rule there) or a Jacobian over JACOBIAN_NUMEL entries."""
+    if name in case.kinks:
+        return None
     f_floats, floats, _ = on_floats(case, case.fn, s)
     with torch.no_grad():
         out_numel = sum(o.numel() for o in as_outputs(case.call(case.fn, s)) if is_float(o))
@@ -491,7 +495,11 @@ def _compiled_fn(
         if calls is not None:
             calls.clear()  # the probe records this attempt alone (an eager run of the last one called backward)
         run, trace = compile_traced(build(f), dynamic=dynamic)
-        results = [run(*args) for args in arg_lists]
+        try:
+            results = [run(*args) for args in arg_lists]
+        except torch._dynamo.exc.TorchDynamoException as e:  # Dynamo's own failure, not fn's
+            why.append(f"{how}: Dynamo raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+            continue
         if not trace.breaks and trace.graphs and (trace.holds_function() or not check_function_in_graph):
             return results, how
         why.append(f"{how}: {trace.why_not()}")
