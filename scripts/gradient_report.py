@@ -16,8 +16,7 @@ import torch
 from _args import positive_int
 
 from manualnet import TwoLayerNet
-from manualnet.crosscheck import check_function
-from manualnet.crosscheck import FLOOR, K
+from manualnet.crosscheck import FLOOR, K, check_function
 from manualnet.net_crosscheck import NET_LOSS
 
 CHECKS = ["forward", "backward", "noncontiguous", "autocast", "deterministic"]
