@@ -14,7 +14,7 @@ from manualnet.crosscheck import CHECKS
 NAMES = ("w1", "b1", "w2", "b2")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FUNC_CHECKS = ["func_grad", "func_vjp", "jacrev", "vmap_grad", "jvp"]
-COMPILE_CHECKS = ["compile", "compile_func_grad"]  # first sample only: each new shape would be a recompile
+COMPILE_CHECKS = [c for c in CHECKS if c.startswith("compile")]  # first sample only (dynamic: two sizes)
 
 
 def data(n=6, d=10, h=7, c=4, seed=0):
@@ -54,17 +54,22 @@ def test_compiled_functions_equal_plain_torch_and_run_the_hand_written_backward(
     # the wrappers' _as_intermediates ensures; the values alone could not tell.
     fn, reference, make_inputs, options = getattr(net_crosscheck, target)
     report = crosscheck(fn, reference, make_inputs, checks=COMPILE_CHECKS, dtypes=[torch.float32], **options)
-    assert report.warnings() == [] and all(r.status == "passed" for r in report.results)
+    assert report.warnings() == [], report.markdown()
+    status = {r.check: r.status for r in report.results}
+    assert {c for c, st in status.items() if st == "passed"} >= {"compile", "compile_func_grad", "compile_dynamic"}
+    # torch.compile cannot double-backward the plain-torch reference either (aot_autograd): n/a with that reason
+    assert status["compile_double_backward"] in ("passed", "n/a"), report.markdown()
 
 
 def test_bf16_autocast_on_cpu_equals_plain_torch_under_the_same_autocast(crosscheck):
-    # Both sides round the same products to bf16 and run the same kernels: bitwise equal on this machine. The
-    # honest bound for another CPU is one bf16 rounding of the largest entry (2^-8); float64 is left alone.
+    # Both sides round the same products to bf16 and run the same kernels: against the float64 truth, manual's
+    # error is the reference's own on this machine. The honest bound for another CPU is that plus one bf16
+    # rounding of the largest entry (2^-8); float64 is left alone by autocast.
     for target in ("NET", "LOSS", "NET_LOSS"):
         fn, reference, make_inputs, options = getattr(net_crosscheck, target)
         report = crosscheck(fn, reference, make_inputs, checks=["autocast"], **options)
         for r in report.results:
-            assert r.max_rel <= (2**-8 if r.dtype == "float32" else 1e-12), (target, r)
+            assert r.max_rel <= (r.ref_rel + 2**-8 if r.dtype == "float32" else 1e-12), (target, r)
 
 
 # ----------------------------------------------------------------------------------- the module under torch.func

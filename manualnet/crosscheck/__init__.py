@@ -4,149 +4,125 @@
     report.assert_ok()                                            # AssertionError whose message is the table
     print(report.markdown())
 
-`make_inputs(dtype, device, generator)` returns the sample inputs, passed positionally to `fn` and `reference`: a
-tuple of tensors, or a dict {sample name: tuple} for several samples (shapes, edge values). Floating tensors are the
-differentiable inputs (the harness sets requires_grad itself); integer tensors (labels) are passed as they are. The
-checks are listed in manualnet.crosscheck.checks.CHECKS and described with their tolerances in docs/crosscheck.md.
-
-The per-tensor comparison (compare, GradDiff, compare_all, format_table) lives in manualnet.crosscheck.compare and is
-re-exported here.
+`make_inputs(dtype, device, generator)` returns one sample or a dict {sample name: sample}. A sample is a tuple of
+positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the differentiable inputs (the harness
+sets requires_grad itself), everything else (integer tensors, ints, floats, None, tuples, strings, dtypes) is passed
+as it is. `fn` and `reference` may be nn.Modules: their parameters are differentiated like inputs and compared by
+name, and the reference runs with fn's parameter values. The checks are listed in CHECKS and described with their
+tolerances in docs/crosscheck.md.
 """
 
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
+from torch import Tensor, nn
 
-from manualnet.crosscheck.checks import CHECKS, RTOL, TOLERANCE_TEXT, Case, NotApplicable, Tally, as_tuple
+from manualnet.crosscheck.case import (
+    FLOOR,
+    Case,
+    Inputs,
+    K,
+    NotApplicable,
+    ReferenceFailed,
+    Sample,
+    Tally,
+    as_outputs,
+    leaves,
+)
+from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
+from manualnet.crosscheck.report import Report, Result
 
-__all__ = ["CHECKS", "GradDiff", "Report", "Result", "check_function", "compare", "compare_all", "format_table"]
-
-
-@dataclass(frozen=True)
-class Result:
-    """One cell of the matrix: one check in one dtype on one device."""
-
-    check: str
-    dtype: str
-    device: str
-    status: str  # "passed", "failed" or "n/a"
-    max_abs: float | None
-    max_rel: float | None
-    tolerance: str
-    seconds: float
-    note: str  # why it failed or does not apply; warnings; what was measured
-
-
-@dataclass(frozen=True)
-class Report:
-    """The results of check_function, one per (check, dtype, device)."""
-
-    name: str
-    results: tuple[Result, ...]
-
-    @property
-    def ok(self) -> bool:
-        """True when no check failed."""
-        return all(r.status != "failed" for r in self.results)
-
-    def failed(self) -> list[Result]:
-        return [r for r in self.results if r.status == "failed"]
-
-    def warnings(self) -> list[Result]:
-        return [r for r in self.results if "warning:" in r.note]
-
-    def markdown(self) -> str:
-        """The matrix as a Markdown table, under a heading with the Function's name and the verdict."""
-        lines = [
-            f"### {self.name}: {'ok' if self.ok else 'FAILED: ' + ', '.join(sorted({r.check for r in self.failed()}))}",
-            "",
-            "| check | dtype | device | result | max abs err | max rel err | tolerance | time (s) | note |",
-            "| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- |",
-        ]
-        for r in self.results:
-            errs = ["" if e is None else f"{e:.2e}" for e in (r.max_abs, r.max_rel)]
-            result = "**FAILED**" if r.status == "failed" else r.status
-            note = r.note.replace("|", "\\|").replace("\n", " ")
-            cells = (r.check, r.dtype, r.device, result, *errs, r.tolerance, f"{r.seconds:.2f}", note)
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-    def assert_ok(self) -> None:
-        """Raise AssertionError with the table as its message when a check failed."""
-        if not self.ok:
-            raise AssertionError("\n" + self.markdown())
+__all__ = [
+    "CHECKS",
+    "FAST_MODE_NUMEL",
+    "FLOOR",
+    "K",
+    "PROFILES",
+    "GradDiff",
+    "Report",
+    "Result",
+    "Sample",
+    "check_function",
+    "compare",
+    "compare_all",
+    "format_table",
+]
 
 
 def check_function(
-    fn: Callable,
-    reference: Callable,
+    fn: Callable | nn.Module,
+    reference: Callable | nn.Module | None,
     make_inputs: Callable,
     *,
     dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
     devices: Sequence[str | torch.device] = ("cpu",),
     checks: Sequence[str] | None = None,
+    profile: str = "full",
     functions: Sequence[type] = (),
     kinks: Sequence[str] = (),
     batch_args: Sequence[int] = (0,),
     seed: int = 0,
     name: str | None = None,
+    strict: bool = False,
 ) -> Report:
-    """Run the named checks (default: all of CHECKS) of `fn` against `reference` for every dtype and device.
+    """Run the checks of `profile` ("full": all of CHECKS; "quick": all but the compile checks), or the named
+    `checks`, of `fn` against `reference` for every dtype and device.
 
-    fn, reference: callables over tensors, e.g. MyFn.apply and the same math in plain torch ops; both return a
-        tensor or a tuple of tensors of the same shapes.
-    make_inputs(dtype, device, generator): a tuple of tensors, or a dict {sample name: tuple}.
+    fn, reference: callables or nn.Modules, e.g. MyFn.apply and the same math in plain torch ops; reference=None
+        runs what needs no reference (gradcheck, transforms against fn's own eager result, ...).
+    make_inputs(dtype, device, generator): a tuple, a Sample, or a dict {sample name: tuple or Sample}.
     functions: the autograd.Function classes whose backward the probes count (found by themselves when fn is
-        MyFn.apply); name them when fn is a wrapper that calls Functions inside.
-    kinks: names of samples placed on purpose where fn is not differentiable (gradcheck skips them).
+        MyFn.apply); name them when fn is a wrapper or a Module that calls Functions inside.
+    kinks: names of samples placed on purpose where fn is not differentiable: any one-sided gradient is accepted
+        there, and finite differences skip them.
     batch_args: positions of the inputs whose dim 0 is the sample dimension, for vmap_grad's per-sample gradients.
+    strict: warnings count as failures in Report.ok.
     Raises TypeError/ValueError naming the argument before any check runs.
     """
     for arg, value in (("fn", fn), ("reference", reference), ("make_inputs", make_inputs)):
-        if not callable(value):
-            raise TypeError(f"{arg}: expected a callable, got {type(value).__name__}")
+        if not callable(value) and not (arg == "reference" and value is None):
+            raise TypeError(f"{arg}: expected a callable{' or None' if arg == 'reference' else ''}, got {_type(value)}")
+    _same_parameters(fn, reference)
     dtypes = _dtypes(dtypes)
     devices = _devices(devices)
-    checks = _checks(checks)
+    checks = _checks(checks, profile)
     functions = _functions(fn, functions)
     cases = [
         _case(fn, reference, make_inputs, dt, dev, functions, kinks, batch_args, seed)
         for dev in devices
         for dt in dtypes
     ]
-    results = []
-    for check in checks:
-        for case in cases:
-            results.append(_run(check, case))
-    return Report(name or _name(fn), tuple(results))
+    results = tuple(_run(check, case) for check in checks for case in cases)
+    return Report(name or _name(fn), results, strict)
 
 
 def _run(check: str, case: Case) -> Result:
-    """One check on one case; an exception inside fn is that check failing, with the exception."""
+    """One check on one case; an exception inside fn is that check failing, with the exception; an exception
+    inside the reference is the reference failing."""
     # Each check gets its own copies of the samples: a Function that modifies its inputs spoils no other check.
-    case = replace(case, samples={n: tuple(t.clone() for t in s) for n, s in case.samples.items()})
-    tally = Tally(rtol=RTOL.get(case.dtype))
+    case = replace(case, samples={n: s.map(lambda t: t.clone()) for n, s in case.samples.items()})
+    tally = Tally(case.dtype, tolerance=f"<= {K:g} x ref + {FLOOR.get(case.dtype, FLOOR[torch.float32]):g}")
     start = time.perf_counter()
-    status = "passed"
+    status = None
     try:
         CHECKS[check](case, tally)
-        if tally.failures:
-            status = "failed"
     except NotApplicable as e:
         status = "n/a"
-        tally.notes.append(str(e))
+        tally.notes.insert(0, str(e))
+    except ReferenceFailed as e:
+        cause = e.__cause__
+        tally.fail(f"the reference raised {type(cause).__name__}: {_first_line(cause)} ({_where(cause)})")
     except Exception as e:  # the user's Function (or torch under a transform) raised: that is this check failing
-        status = "failed"
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        tally.failures.append(f"raised {type(e).__name__}: {_first_line(e)} (at {where.name}:{where.lineno})")
+        tally.fail(f"raised {type(e).__name__}: {_first_line(e)} ({_where(e)})")
     seconds = time.perf_counter() - start
+    if status is None:
+        status = "failed" if tally.failures else "warning" if tally.warnings else "passed"
     note = "; ".join(tally.failures + [f"warning: {w}" for w in tally.warnings] + tally.notes)
-    measured = status != "n/a" and tally.rtol is not None
-    tolerance = TOLERANCE_TEXT.get(check) or (f"rel {tally.rtol:g}" if tally.rtol is not None else "")
+    measured = status != "n/a" and tally.measured
     return Result(
         check,
         str(case.dtype).removeprefix("torch."),
@@ -154,25 +130,46 @@ def _run(check: str, case: Case) -> Result:
         status,
         tally.max_abs if measured else None,
         tally.max_rel if measured else None,
-        tolerance,
+        tally.ref_rel if measured and case.reference is not None else None,
+        tally.tolerance,
         seconds,
         note,
     )
 
 
-def _first_line(e: Exception) -> str:
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _where(e: BaseException) -> str:
+    frames = traceback.extract_tb(e.__traceback__)
+    return "at " + " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(frames[-3:])) if frames else ""
+
+
+def _type(value) -> str:
+    return type(value).__name__
 
 
 def _name(fn) -> str:
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type):
         return f"{owner.__name__}.{fn.__name__}"
+    if isinstance(fn, nn.Module):
+        return type(fn).__name__
     return getattr(fn, "__qualname__", type(fn).__name__)
 
 
 # -------------------------------------------------------------------------------------- argument checks (bad input)
+
+
+def _same_parameters(fn, reference) -> None:
+    if not isinstance(fn, nn.Module) or reference is None:
+        return
+    names = sorted(n for n, _ in fn.named_parameters())
+    ref_names = sorted(n for n, _ in reference.named_parameters()) if isinstance(reference, nn.Module) else None
+    if ref_names is not None and ref_names != names:
+        raise ValueError(f"reference: expected a module with fn's parameter names {names}, got {ref_names}")
 
 
 def _dtypes(dtypes) -> tuple[torch.dtype, ...]:
@@ -205,9 +202,11 @@ def _devices(devices) -> tuple[torch.device, ...]:
     return tuple(out)
 
 
-def _checks(checks) -> list[str]:
+def _checks(checks, profile: str) -> list[str]:
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {list(PROFILES)}, got {profile!r}")
     if checks is None:
-        return list(CHECKS)
+        return PROFILES[profile]
     checks = [checks] if isinstance(checks, str) else list(checks)
     unknown = [c for c in checks if c not in CHECKS]
     if unknown or not checks:
@@ -227,39 +226,87 @@ def _functions(fn, functions) -> tuple[type, ...]:
 
 
 def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_args, seed) -> Case:
-    """Draw the samples for one (dtype, device) and check them, and the outputs' shapes, before any check runs."""
+    """Draw the samples for one (dtype, device) and check them, and the outputs, before any check runs."""
     generator = torch.Generator(device=device).manual_seed(seed)
     got = make_inputs(dtype, device, generator)
-    samples = got if isinstance(got, dict) else {"sample": got}
-    for sample_name, s in samples.items():
+    raw = got if isinstance(got, dict) else {"sample": got}
+    state, params = _state(fn, dtype, device)
+    samples = {}
+    for sample_name, s in raw.items():
         where = f"make_inputs({dtype}, {device})" + (f"[{sample_name!r}]" if isinstance(got, dict) else "")
-        if not isinstance(s, tuple) or not s or not all(isinstance(t, torch.Tensor) for t in s):
-            raise TypeError(f"{where}: expected a non-empty tuple of tensors (or a dict of them), got {s!r:.200}")
-        if not any(t.is_floating_point() for t in s):
-            raise ValueError(f"{where}: expected at least one floating tensor, got dtypes {[t.dtype for t in s]}")
-        for i, t in enumerate(s):
-            if t.is_floating_point() and t.dtype != dtype:
-                raise TypeError(f"{where}: expected floating tensors of dtype {dtype}, got {t.dtype} at {i}")
-            if t.device != device:
-                raise ValueError(f"{where}: expected tensors on {device}, got one on {t.device} at {i}")
-        for i in batch_args:
-            if not (isinstance(i, int) and 0 <= i < len(s)) or s[i].dim() == 0:
-                raise ValueError(f"batch_args: expected positions of inputs with a dim 0 in {where}, got {i!r}")
-        _same_shapes(fn, reference, s, where)
+        if isinstance(s, Sample):
+            inputs = Inputs(tuple(s.args), dict(s.kwargs), state, params)
+        elif isinstance(s, tuple):
+            inputs = Inputs(s, {}, state, params)
+        else:
+            raise TypeError(f"{where}: expected a tuple, a Sample or a dict of them, got {_type(s)} {s!r:.200}")
+        _check_sample(inputs, where, dtype, device, batch_args)
+        samples[sample_name] = inputs
     for k in kinks:
         if k not in samples:
             raise ValueError(f"kinks: expected names of samples from make_inputs {list(samples)}, got {k!r}")
-    return Case(fn, reference, samples, dtype, device, functions, frozenset(kinks), tuple(batch_args), seed)
+    case = Case(fn, reference, samples, dtype, device, functions, frozenset(kinks), tuple(batch_args), seed, False)
+    case.inplace = any(_modifies_inputs(case, s) for s in samples.values())
+    for sample_name, s in samples.items():
+        _same_shapes(case, s, f"make_inputs({dtype}, {device})[{sample_name!r}]")
+    return case
 
 
-def _same_shapes(fn, reference, sample: tuple, where: str) -> None:
+def _state(fn, dtype, device) -> tuple[dict, tuple[str, ...]]:
+    """fn's parameters and buffers (floating ones in dtype) on device, and the parameters' names."""
+    if not isinstance(fn, nn.Module):
+        return {}, ()
+    params = tuple(n for n, _ in fn.named_parameters())
+    state = {
+        n: t.detach().to(device=device, dtype=dtype if t.is_floating_point() else t.dtype).clone()
+        for n, t in (*fn.named_parameters(), *fn.named_buffers())
+    }
+    return state, params
+
+
+def _check_sample(inputs: Inputs, where: str, dtype, device, batch_args) -> None:
+    if not inputs.keys():
+        given = [
+            _type(v) if not isinstance(v, Tensor) else str(v.dtype) for v in (*inputs.args, *inputs.kwargs.values())
+        ]
+        raise ValueError(f"{where}: expected at least one floating tensor (or a module parameter), got {given}")
+    named = [(f"input {i}", v) for i, v in enumerate(inputs.args)] + [
+        (f"input {k}=", v) for k, v in inputs.kwargs.items()
+    ]
+    for at, v in named:
+        if isinstance(v, Tensor):
+            if v.is_floating_point() and v.dtype != dtype:
+                raise TypeError(f"{where}: expected floating tensors of dtype {dtype}, got {v.dtype} at {at}")
+            if v.device != device:
+                raise ValueError(f"{where}: expected tensors on {device}, got one on {v.device} at {at}")
+    for i in batch_args:
+        if not (isinstance(i, int) and 0 <= i < len(inputs.args)) or not isinstance(inputs.args[i], Tensor):
+            raise ValueError(f"batch_args: expected positions of tensor inputs in {where}, got {i!r}")
+
+
+def _modifies_inputs(case: Case, inputs: Inputs) -> bool:
+    """fn is an in-place Function (mark_dirty): it changes an input in place and returns it, seen on copies by
+    version counters. An input changed but not returned is a bug that saved_tensors reports."""
+    copies = leaves(inputs).map(lambda t: t.clone())  # not leaves: autograd allows them to be changed in place
+    before = [t._version for t in copies.tensors()]
+    try:
+        outs = as_outputs(case.call(case.fn, copies))
+    except Exception:
+        return False  # fn's own failure is reported by each check
+    changed = [t for t, v in zip(copies.tensors(), before, strict=True) if t._version != v]
+    return any(o is t for o in outs for t in changed)  # mark_dirty returns the input object itself
+
+
+def _same_shapes(case: Case, inputs: Inputs, where: str) -> None:
+    if case.reference is None:
+        return
     with torch.no_grad():
         try:
-            outs = as_tuple(fn(*sample))
+            outs = as_outputs(case.call(case.fn, inputs))
+            refs = as_outputs(case.call(case.reference, inputs))
         except Exception:
-            return  # fn's own failure is reported by each check
-        refs = as_tuple(reference(*sample))
-    shapes = [tuple(o.shape) for o in outs]
-    ref_shapes = [tuple(r.shape) for r in refs]
+            return  # fn's or the reference's own failure is reported by each check
+    shapes = [tuple(o.shape) for o in outs if isinstance(o, Tensor)]
+    ref_shapes = [tuple(r.shape) for r in refs if isinstance(r, Tensor)]
     if shapes != ref_shapes:
         raise ValueError(f"reference: expected outputs of fn's shapes {shapes} on {where}, got {ref_shapes}")

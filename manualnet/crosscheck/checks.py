@@ -1,284 +1,202 @@
-"""The named checks of manualnet.crosscheck.check_function: each compares one use of `fn` with the same use of
-`reference` on every sample of one (dtype, device) Case, and records its errors in a Tally.
+"""The named checks of check_function: each compares one use of `fn` with the same use of the reference (or, with
+no reference, with fn's own eager result) on every sample of one (dtype, device) Case, and records what it finds in
+a Tally.
 
-Errors are scale-relative, as in manualnet.crosscheck.compare: max |got - want| / max |want| per tensor. A gradient is
-the vector-Jacobian product with fixed random incoming gradients g_k, one per floating output: d/dx sum_k <out_k, g_k>.
+A gradient is the vector-Jacobian product with fixed random incoming gradients g_k, one per floating output:
+d/dx sum_k <out_k, g_k>. Errors are measured against a float64 truth (manualnet.crosscheck.case: the rule).
 """
-
-import contextlib
-import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch._dynamo.comptime import comptime
+from torch.autograd.gradcheck import GradcheckError
 from torch.utils._pytree import tree_leaves
 
+from manualnet.crosscheck.case import (
+    KINK_STEP,
+    Case,
+    Inputs,
+    NotApplicable,
+    Tally,
+    as_outputs,
+    compile_traced,
+    first_sample,
+    floating_outputs,
+    grads,
+    incoming,
+    is_float,
+    key_name,
+    leaves,
+    on_floats,
+    output_grads,
+    probe,
+    require_func_transforms,
+    scalar_loss,
+    strided,
+    to_float64,
+)
 from manualnet.crosscheck.compare import compare
+from manualnet.crosscheck.saved import saved_for_backward
 
-# Max relative error per dtype (of the reference's largest magnitude): about 80 units of roundoff for float32
-# (6e-8) and 450k for float64 (2.2e-16: sums over many terms, and references that round differently), 4 units for
-# the 16-bit types (bf16 3.9e-3, fp16 4.9e-4), whose few bits leave little room between "same math" and "wrong".
-RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
 JACOBIAN_NUMEL = 10**6  # jacrev/jacfwd skip samples whose Jacobian has more entries than this
+SAVED_SLACK_BYTES = 64  # saved_tensors warns when fn saves more than the reference by over this (or 1% of inputs)
 
 
-class NotApplicable(Exception):
-    """Raised by a check that does not apply to this Function, dtype or device; the message says why."""
+# ------------------------------------------------------------------------------------------ what fn is compared with
 
 
-@dataclass
-class Case:
-    """One column of the matrix: the callables and their samples in one dtype on one device."""
-
-    fn: object
-    reference: object
-    samples: dict[str, tuple]
-    dtype: torch.dtype
-    device: torch.device
-    functions: tuple[type, ...]  # the autograd.Function classes behind fn, probed when known
-    kinks: frozenset[str]  # samples on a non-differentiable point: no finite differences there
-    batch_args: tuple[int, ...]  # inputs whose dim 0 is the sample dimension (vmap_grad)
-    seed: int
+def need_reference(case: Case) -> None:
+    if case.reference is None:
+        raise NotApplicable("needs a reference")
 
 
-@dataclass
-class Tally:
-    """What one check found: the worst errors, the failures and the warnings."""
-
-    rtol: float | None
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    failures: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def compare(self, what: str, got: Tensor | None, want: Tensor | None) -> bool:
-        """Record |got - want| (None counts as zeros on one side, a failure if only got is missing)."""
-        if got is None and want is None:
-            return True
-        if got is None:
-            self.failures.append(f"{what}: no gradient (None), the reference has one")
-            return False
-        if want is None:
-            want = torch.zeros_like(got)
-        if got.shape != want.shape:
-            self.failures.append(f"{what}: shape {tuple(got.shape)}, the reference's {tuple(want.shape)}")
-            return False
-        d = compare(what, got, want)
-        max_abs, max_rel = (d.max_abs, d.max_rel) if math.isfinite(d.max_abs) else (math.inf, math.inf)
-        self.max_abs, self.max_rel = max(self.max_abs, max_abs), max(self.max_rel, max_rel)
-        if not max_rel <= self.rtol:  # NaN fails too
-            self.failures.append(f"{what}: rel err {max_rel:.2e} > {self.rtol:g}")
-            return False
-        return True
-
-    def fail(self, message: str) -> None:
-        self.failures.append(message)
+def shifted(inputs: Inputs, sign: float) -> Inputs:
+    """Every differentiable input moved by sign * KINK_STEP * (1 + max |x|): past a kink, to one side."""
+    return inputs.put(
+        {k: (x + sign * KINK_STEP * (1 + x.abs().max())) for k in inputs.keys() if (x := inputs.get(k)).numel()}
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def is_float(t: object) -> bool:
-    return isinstance(t, Tensor) and t.is_floating_point()
-
-
-def as_tuple(out) -> tuple:
-    return out if isinstance(out, tuple) else (out,)
-
-
-def float_positions(sample: tuple) -> list[int]:
-    """Positions of the differentiable (floating) inputs."""
-    return [i for i, t in enumerate(sample) if is_float(t)]
-
-
-def leaves(sample: tuple, wrt=None) -> tuple:
-    """Fresh copies of the sample; floating ones (or those at positions `wrt`) require grad."""
-    wrt = float_positions(sample) if wrt is None else wrt
-    return tuple(t.detach().clone().requires_grad_(i in wrt) if is_float(t) else t for i, t in enumerate(sample))
-
-
-def incoming(outs: tuple, seed: int, contiguous: bool = True) -> list[Tensor | None]:
-    """The fixed random incoming gradient g_k of each floating output (None for the others)."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    gs = []
-    for o in outs:
-        if not is_float(o):
-            gs.append(None)
+def truth_of(case: Case, name: str, compute):
+    """The float64 truth of compute(inputs in float64) for sample `name`: a dict of tensors, or at a kink sample the
+    elementwise hull (lo, hi) of the values at the point and just to either side. None when the case is float64
+    and smooth: the reference's own values are the truth."""
+    s64 = to_float64(case.samples[name])
+    if name not in case.kinks:
+        return None if case.dtype == torch.float64 else compute(s64)
+    at = [compute(s64), compute(shifted(s64, 1.0)), compute(shifted(s64, -1.0))]
+    out = {}
+    for k in at[0]:
+        vals = [v[k] for v in at if v[k] is not None]
+        if not vals:
+            out[k] = None
             continue
-        g = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype).to(o.device)
-        gs.append(g if contiguous else strided(g))
-    return gs
+        stacked = torch.stack([v.detach().double() for v in vals])
+        out[k] = (stacked.amin(0), stacked.amax(0))
+    return out
 
 
-def strided(t: Tensor) -> Tensor:
-    """The same values in a non-contiguous layout: the last two dims stored transposed (column-major), a vector
-    as every other element of a buffer twice its size."""
-    if t.dim() >= 2:
-        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
-    return torch.stack((t, torch.zeros_like(t)), dim=-1)[..., 0] if t.dim() == 1 else t
+def want_grads(case: Case, name: str, wrt=None, outputs=None) -> tuple[dict, dict | None]:
+    """(the reference's gradients in the case's dtype, their float64 truth), cached per sample."""
+    key = ("grads", name, None if wrt is None else tuple(wrt), None if outputs is None else tuple(outputs))
+    if key not in case.cache:
+        s, f = case.samples[name], case.want_fn()
+        want = grads(case, f, s, wrt=wrt, outputs=outputs)
+        truth = truth_of(case, name, lambda s64: grads(case, f, s64, wrt=wrt, outputs=outputs))
+        case.cache[key] = (want, truth)
+    return case.cache[key]
 
 
-def grads(f, sample: tuple, seed: int, wrt=None, outputs=None, ins=None, contiguous_g=True) -> list:
-    """d/d(sample[i] for i in wrt) of sum_k <out_k, g_k> over the outputs numbered in `outputs` (default: all)."""
-    wrt = float_positions(sample) if wrt is None else wrt
-    ins = leaves(sample, wrt) if ins is None else ins
-    return output_grads(as_tuple(f(*ins)), [ins[i] for i in wrt], seed, outputs, contiguous_g)
+def want_outputs(case: Case, name: str) -> tuple[tuple, tuple | None]:
+    """(the reference's outputs in the case's dtype, their float64 truth), cached per sample."""
+    key = ("outputs", name)
+    if key not in case.cache:
+        f = case.want_fn()
+        with torch.no_grad():
+            want = as_outputs(case.call(f, case.samples[name]))
+            truth = None
+            if case.dtype != torch.float64:
+                truth = as_outputs(case.call(f, to_float64(case.samples[name])))
+        case.cache[key] = (want, truth)
+    return case.cache[key]
 
 
-def output_grads(outs: tuple, xs: list, seed: int, outputs=None, contiguous_g=True) -> list:
-    """d/d(xs) of sum_k <outs_k, g_k> over the outputs numbered in `outputs` (default: all)."""
-    gs = incoming(outs, seed, contiguous_g)
-    used = [k for k in range(len(outs)) if gs[k] is not None and outs[k].requires_grad]
-    used = [k for k in used if outputs is None or k in outputs]
-    if not used:
-        return [None] * len(xs)
-    return list(torch.autograd.grad([outs[k] for k in used], xs, [gs[k] for k in used], allow_unused=True))
+def compare_grads(t: Tally, label: str, got: dict, want: dict, truth: dict | None) -> None:
+    for k, g in got.items():
+        t.compare_grad(f"{label} d({key_name(k)})".strip(), g, want[k], None if truth is None else truth[k])
 
 
-def on_floats(f, sample: tuple):
-    """(f as a function of the floating inputs only, with the rest of the sample fixed; those inputs; positions)."""
-    pos = float_positions(sample)
-
-    def of_floats(*floats):
-        full = list(sample)
-        for i, t in zip(pos, floats, strict=True):
-            full[i] = t
-        return f(*full)
-
-    return of_floats, tuple(sample[i] for i in pos), pos
-
-
-def scalar_loss(f, sample: tuple, seed: int):
-    """(loss, floating inputs, incoming gradients): loss(*floats) = sum_k <f(sample with floats)_k, g_k>."""
-    f_floats, floats, _ = on_floats(f, sample)
-    with torch.no_grad():
-        gs = incoming(as_tuple(f(*sample)), seed)
-
-    def loss(*floats):
-        return sum((o * g).sum() for o, g in zip(as_tuple(f_floats(*floats)), gs, strict=True) if g is not None)
-
-    return loss, floats, gs
-
-
-def compare_all(tally: Tally, prefix: str, got, want, names=None) -> None:
-    got, want = list(got), list(want)
-    for k, (a, b) in enumerate(zip(got, want, strict=True)):
-        tally.compare(f"{prefix} {names[k] if names else k}", a, b)
-
-
-def input_names(sample: tuple, positions) -> list[str]:
-    return [f"d(input {i})" for i in positions]
-
-
-def old_style(functions: tuple[type, ...]) -> list[str]:
-    """Names of the Functions written as forward(ctx, ...) (no setup_context): torch.func cannot transform them."""
-    return [f.__name__ for f in functions if f.setup_context is torch.autograd.Function.setup_context]
-
-
-def require_func_transforms(case: Case) -> None:
-    old = old_style(case.functions)
-    if old:
-        raise NotApplicable(f"{', '.join(old)}: old-style forward(ctx, ...); torch.func needs forward + setup_context")
-
-
-@contextlib.contextmanager
-def probe(functions: tuple[type, ...]):
-    """Wrap each Function's backward (patched on the class, always restored) to record its calls as
-    (class name, needs_input_grad, positions of the gradients it returned); (class name, None, ()) when traced."""
-    calls = []
-    saved = []
-    for cls in functions:
-        attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
-        original = getattr(cls, attr)
-        saved.append((cls, attr, cls.__dict__.get(attr)))
-
-        def counted(ctx, *g, _original=original, _name=cls.__name__):
-            out = _original(ctx, *g)
-
-            def record_eager():
-                returned = tuple(i for i, t in enumerate(as_tuple(out)) if t is not None)
-                calls.append((_name, tuple(ctx.needs_input_grad), returned))
-
-            # Under torch.compile the backward runs once, at trace time: comptime records that without adding a
-            # side effect to the graph (a plain list append inside the traced backward would break the graph).
-            comptime(lambda _: calls.append((_name, None, ())), record_eager)
-            return out
-
-        setattr(cls, attr, staticmethod(counted))
-    try:
-        yield calls
-    finally:
-        for cls, attr, own in saved:
-            if own is None:
-                delattr(cls, attr)
-            else:
-                setattr(cls, attr, own)
-
-
-def backward_not_called(case: Case, calls: list, where: str) -> str | None:
-    """A message when some probed Function's backward never ran (None when all ran, or none is known)."""
-    missing = [f.__name__ for f in case.functions if not any(c[0] == f.__name__ for c in calls)]
-    if not missing:
-        return None
-    return f"{', '.join(missing)}.backward never ran under {where}: autograd differentiated its forward instead"
-
-
-def compiled(f):
-    torch._dynamo.reset()  # a fresh trace, so that the probe sees the backward being traced (or not)
-    return torch.compile(f)
-
-
-def first_sample(case: Case) -> tuple[str, tuple]:
-    return next(iter(case.samples.items()))
+def compare_outputs(t: Tally, label: str, got: tuple, want: tuple, truth: tuple | None) -> None:
+    if len(got) != len(want):
+        t.fail(f"{label}: {len(got)} outputs, the reference's {len(want)}")
+        return
+    for k, (o, w) in enumerate(zip(got, want, strict=True)):
+        if isinstance(o, Tensor) and isinstance(w, Tensor) and o.dtype != w.dtype:
+            t.fail(f"{label} output {k}: dtype {o.dtype}, the reference's {w.dtype}")
+            continue
+        truth_k = truth[k] if truth is not None and is_float(o) else None
+        t.compare(f"{label} output {k}".strip(), o, w, truth_k)
 
 
 # ----------------------------------------------------------------------------------------------------------- checks
 
 
 def check_forward(case: Case, t: Tally) -> None:
-    """Outputs (values and dtypes) equal the reference's."""
+    """Outputs (values, dtypes, integer and Python outputs exactly) equal the reference's."""
+    need_reference(case)
     for name, s in case.samples.items():
         with torch.no_grad():
-            outs, refs = as_tuple(case.fn(*s)), as_tuple(case.reference(*s))
-        for k, (o, r) in enumerate(zip(outs, refs, strict=True)):
-            if o.dtype != r.dtype:
-                t.fail(f"{name} output {k}: dtype {o.dtype}, the reference's {r.dtype}")
-            t.compare(f"{name} output {k}", o, r)
+            got = as_outputs(case.call(case.fn, s))
+        compare_outputs(t, name, got, *want_outputs(case, name))
 
 
 def check_backward(case: Case, t: Tally) -> None:
-    """Every gradient equals the reference's."""
+    """Every gradient (inputs and parameters) equals the reference's."""
+    need_reference(case)
     for name, s in case.samples.items():
-        names = input_names(s, float_positions(s))
-        compare_all(t, name, grads(case.fn, s, case.seed), grads(case.reference, s, case.seed), names)
+        compare_grads(t, name, grads(case, case.fn, s), *want_grads(case, name))
+
+
+def _once_differentiable(e: Exception) -> bool:
+    return "once_differentiable" in str(e)
 
 
 def _finite_differences(case: Case, t: Tally, check) -> None:
-    t.rtol = None  # gradcheck's own tolerances; it reports no error size
+    t.tolerance = "gradcheck's atol 1e-5, rtol 1e-3"
     if case.dtype != torch.float64:
         raise NotApplicable("finite differences run in float64 only")
     smooth = {n: s for n, s in case.samples.items() if n not in case.kinks}
     if not smooth:
         raise NotApplicable("every sample is a kink (kinks=)")
+    checked = 0
     for name, s in smooth.items():
-        ins = leaves(s)
-        fast = sum(x.numel() for x in ins if is_float(x)) > FAST_MODE_NUMEL
-        try:
-            check(case.fn, ins, fast_mode=fast)
-        except torch.autograd.gradcheck.GradcheckError as e:
-            t.fail(f"{name}: {str(e).splitlines()[0]}")
+        if not any(s.get(k).numel() for k in s.keys()):
+            t.notes.append(f"{name}: empty inputs, nothing to perturb")
+            continue
+        if check is torch.autograd.gradgradcheck and _once_differentiable_backward(case, s):
+            raise NotApplicable("the backward is marked @once_differentiable (no double backward by design)")
+        error = _run_gradcheck(case, case.fn, s, check)
+        checked += 1
+        if error is None:
+            continue
+        if _once_differentiable(error):
+            raise NotApplicable("the backward is marked @once_differentiable")
+        if case.reference is not None and _run_gradcheck(case, case.reference, s, check) is not None:
+            raise NotApplicable("custom gradient: the reference is not the derivative of its forward either")
+        t.fail(f"{name}: {_message(error)}")
+    if not checked:
+        raise NotApplicable("every sample is empty")
 
 
-# Tolerances of the checks that do not use RTOL, as the report states them.
-TOLERANCE_TEXT = {
-    "gradcheck": "gradcheck's atol 1e-5, rtol 1e-3",
-    "gradgradcheck": "gradcheck's atol 1e-5, rtol 1e-3",
-    "saved_tensors": "bytes <= reference's",
-    "deterministic": "bitwise",
-}
+def _once_differentiable_backward(case: Case, s: Inputs) -> bool:
+    """A Function's backward is wrapped by @once_differentiable (seen on the class, or on the gradient's graph,
+    which then ends in the error node it attaches)."""
+    for cls in case.functions:
+        wrapped = getattr(cls.backward, "__wrapped__", None)
+        if wrapped is not None and cls.backward.__code__.co_filename.endswith(
+            ("autograd/function.py", "autograd\\function.py")
+        ):
+            return True
+    ins = leaves(s)
+    outs = as_outputs(case.call(case.fn, ins))
+    first = output_grads(outs, [ins.get(k) for k in ins.keys()], case.seed, create_graph=True)
+    return any(g is not None and g.grad_fn is not None and "Error" in g.grad_fn.name() for g in first)
+
+
+def _run_gradcheck(case: Case, f, s: Inputs, check) -> Exception | None:
+    f_floats, floats, _ = on_floats(case, f, s)
+    ins = tuple(x.detach().clone().requires_grad_(True) for x in floats)
+    fast = sum(x.numel() for x in ins) > FAST_MODE_NUMEL
+    try:
+        check(floating_outputs(f_floats), ins, fast_mode=fast)
+    except (GradcheckError, RuntimeError) as e:
+        return e
+    return None
+
+
+def _message(e: Exception) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return f"{type(e).__name__}: " + " ".join(lines[:6])[:600]
 
 
 def check_gradcheck(case: Case, t: Tally) -> None:
@@ -292,63 +210,73 @@ def check_gradgradcheck(case: Case, t: Tally) -> None:
 
 
 def check_input_subsets(case: Case, t: Tally) -> None:
-    """Each input's gradient asked for alone, and all but one: equal to the full gradient; the backward returns
-    None for every input that did not ask for a gradient."""
+    """Each input's gradient asked for alone, and all but one: equal to the full gradient. A backward that returns
+    gradients for inputs that did not ask is legal but costly: a warning."""
     for name, s in case.samples.items():
-        pos = float_positions(s)
-        if len(pos) < 2:
+        keys = s.keys()
+        if len(keys) < 2:
             raise NotApplicable("one differentiable input")
-        full = dict(zip(pos, grads(case.fn, s, case.seed), strict=True))
-        subsets = [[i] for i in pos] + ([[j for j in pos if j != i] for i in pos] if len(pos) > 2 else [])
+        full = grads(case, case.fn, s)
+        subsets = [[k] for k in keys] + ([[j for j in keys if j != k] for k in keys] if len(keys) > 2 else [])
         for wrt in subsets:
             with probe(case.functions) as calls:
-                got = grads(case.fn, s, case.seed, wrt=wrt)
-            for i, g in zip(wrt, got, strict=True):
-                t.compare(f"{name} d(input {i}) asked with inputs {wrt}", g, full[i])
+                got = grads(case, case.fn, s, wrt=wrt)
+            for k, g in got.items():
+                t.compare_grad(f"{name} d({key_name(k)}) asked with {[key_name(j) for j in wrt]}", g, full[k])
             for fn_name, needs, returned in calls:
-                extra = [i for i in returned if needs is not None and not needs[i]]
-                if extra:
-                    t.fail(f"{name}: {fn_name}.backward returned gradients for inputs {extra}, which did not ask")
+                extra = [i for i in returned if needs is not None and i < len(needs) and not needs[i]]
+                message = f"{fn_name}.backward returns gradients for inputs {extra}, which did not ask"
+                if extra and message not in t.warnings:
+                    t.warnings.append(message)
     if not case.functions:
-        t.warnings.append("returned-None part not checked: no Function class known (pass functions=)")
+        t.notes.append("returned-None part not checked: no Function class known (pass functions=)")
 
 
 def check_unused_outputs(case: Case, t: Tally) -> None:
-    """Each output used alone (the others get None incoming gradients): gradients equal the reference's."""
+    """Each floating output used alone (the others get None incoming gradients): gradients equal the reference's."""
     for name, s in case.samples.items():
         with torch.no_grad():
-            n_out = sum(is_float(o) for o in as_tuple(case.fn(*s)))
-        if n_out < 2:
+            floating = [k for k, o in enumerate(as_outputs(case.call(case.fn, s))) if is_float(o)]
+        if len(floating) < 2:
             raise NotApplicable("one floating output")
-        for k in range(n_out):
-            got = grads(case.fn, s, case.seed, outputs=[k])
-            compare_all(t, f"{name} output {k} alone", got, grads(case.reference, s, case.seed, outputs=[k]))
+        for k in floating:
+            got = grads(case, case.fn, s, outputs=[k])
+            compare_grads(t, f"{name} output {k} alone", got, *want_grads(case, name, outputs=[k]))
 
 
 def check_noncontiguous(case: Case, t: Tally) -> None:
-    """Non-contiguous inputs and non-contiguous incoming gradients: gradients equal the reference's."""
+    """Non-contiguous inputs and non-contiguous incoming gradients: outputs and gradients equal the reference's
+    on contiguous ones."""
     for name, s in case.samples.items():
-        ins = tuple(strided(x.detach()).requires_grad_(True) if is_float(x) else x for x in s)
-        got = grads(case.fn, s, case.seed, ins=ins, contiguous_g=False)
-        compare_all(t, f"{name} non-contiguous", got, grads(case.reference, s, case.seed))
+        ins = s.put({k: strided(s.get(k).detach()).requires_grad_(True) for k in s.keys()})
+        outs = as_outputs(case.call(case.fn, ins))
+        compare_outputs(t, f"{name} non-contiguous", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+        xs = [ins.get(k) for k in s.keys()]
+        got = dict(zip(s.keys(), output_grads(outs, xs, case.seed, None, False), strict=True))
+        compare_grads(t, f"{name} non-contiguous", got, *want_grads(case, name))
+
+
+def _detached(o):
+    return o.detach() if isinstance(o, Tensor) else o
 
 
 def check_same_tensor_twice(case: Case, t: Tally) -> None:
-    """One tensor in two argument positions (pytorch #183604), eager and compiled: gradients equal the reference's."""
+    """One tensor in two argument positions (pytorch #183604): gradients equal the reference's."""
+    need_reference(case)
     for name, s in case.samples.items():
-        pos = float_positions(s)
-        pairs = [(i, j) for i in pos for j in pos if i < j and s[i].shape == s[j].shape]
+        keys = s.keys()
+        pairs = [(i, j) for i in keys for j in keys if i < j and s.get(i).shape == s.get(j).shape]
         if not pairs:
             continue
         i, j = pairs[0]
-        for label, f in (("eager", case.fn), ("compiled", compiled(case.fn))):
-            ins = list(leaves(s))
-            ins[j] = ins[i]
-            got = grads(f, s, case.seed, wrt=[i], ins=tuple(ins))
-            ref_ins = list(leaves(s))
-            ref_ins[j] = ref_ins[i]
-            want = grads(case.reference, s, case.seed, wrt=[i], ins=tuple(ref_ins))
-            t.compare(f"{name} {label}: input {i} passed as {i} and {j}", got[0], want[0])
+
+        def twice(f, inputs, i=i, j=j):
+            ins = leaves(inputs, [i])
+            return grads(case, f, inputs, wrt=[i], ins=ins.put({j: ins.get(i)}))[i]
+
+        truth = twice(case.reference, to_float64(s)) if case.dtype != torch.float64 else None
+        what = f"{name}: {key_name(i)} passed as {key_name(i)} and {key_name(j)}"
+        t.compare_grad(what, twice(case.fn, s), twice(case.reference, s), truth)
         return
     raise NotApplicable("no two floating inputs of the same shape")
 
@@ -357,31 +285,45 @@ def check_func_grad(case: Case, t: Tally) -> None:
     """torch.func.grad equals the reference's gradients."""
     require_func_transforms(case)
     for name, s in case.samples.items():
-        loss, floats, _ = scalar_loss(case.fn, s, case.seed)
+        loss, floats, keys = scalar_loss(case, case.fn, s)
         got = torch.func.grad(loss, argnums=tuple(range(len(floats))))(*floats)
-        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
+        compare_grads(t, name, dict(zip(keys, got, strict=True)), *want_grads(case, name))
 
 
 def check_func_vjp(case: Case, t: Tally) -> None:
-    """torch.func.vjp: primal outputs and gradients equal the reference's."""
+    """torch.func.vjp: primal outputs and gradients equal the reference's (integer outputs left out)."""
     require_func_transforms(case)
     for name, s in case.samples.items():
-        _, floats, gs = scalar_loss(case.fn, s, case.seed)
-        outs, vjp_fn = torch.func.vjp(on_floats(case.fn, s)[0], *floats)
+        f_floats, floats, keys = on_floats(case, case.fn, s)
+        outs, vjp_fn = torch.func.vjp(floating_outputs(f_floats), *floats)
+        gs = [g for g in incoming(as_outputs(outs), case.seed)]
         got = vjp_fn(tuple(gs) if isinstance(outs, tuple) else gs[0])
-        with torch.no_grad():
-            compare_all(t, f"{name} output", as_tuple(outs), as_tuple(case.reference(*s)))
-        compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
+        want, truth = want_outputs(case, name)
+        pick = [k for k, w in enumerate(want) if is_float(w)]
+        compare_outputs(
+            t,
+            f"{name} vjp",
+            tuple(o.detach() for o in as_outputs(outs)),
+            tuple(want[k] for k in pick),
+            None if truth is None else tuple(truth[k] for k in pick),
+        )
+        # incoming() draws the g_k of the floating outputs in order, so these are the g_k of the full outputs
+        compare_grads(t, name, dict(zip(keys, got, strict=True)), *want_grads(case, name))
 
 
-def _jacobians(case: Case, s: tuple, transform) -> tuple[list, list] | None:
-    f_floats, floats, _ = on_floats(case.fn, s)
+def _jacobians(case: Case, name: str, s: Inputs, transform) -> tuple[list, list] | None:
+    """(fn's Jacobian blocks by the transform, the reference's by autograd); None for a kink sample (the
+    gradient checks hold the one-sided rule there) or a Jacobian over JACOBIAN_NUMEL entries."""
+    if name in case.kinks:
+        return None
+    f_floats, floats, _ = on_floats(case, case.fn, s)
     with torch.no_grad():
-        out_numel = sum(o.numel() for o in as_tuple(case.fn(*s)) if is_float(o))
+        out_numel = sum(o.numel() for o in as_outputs(case.call(case.fn, s)) if is_float(o))
     if out_numel * sum(x.numel() for x in floats) > JACOBIAN_NUMEL:
         return None
-    got = transform(f_floats, argnums=tuple(range(len(floats))))(*floats)
-    want = torch.autograd.functional.jacobian(on_floats(case.reference, s)[0], floats)
+    got = transform(floating_outputs(f_floats), argnums=tuple(range(len(floats))))(*floats)
+    want_f, _, _ = on_floats(case, case.want_fn(), s)
+    want = torch.autograd.functional.jacobian(floating_outputs(want_f), floats)
     return tree_leaves(got), tree_leaves(want)
 
 
@@ -389,185 +331,453 @@ def check_jacrev(case: Case, t: Tally) -> None:
     """torch.func.jacrev equals the reference's Jacobian (torch.autograd.functional.jacobian)."""
     require_func_transforms(case)
     for name, s in case.samples.items():
-        pair = _jacobians(case, s, torch.func.jacrev)
+        pair = _jacobians(case, name, s, torch.func.jacrev)
         if pair is not None:
-            compare_all(t, f"{name} Jacobian block", *pair)
+            for k, (a, b) in enumerate(zip(*pair, strict=True)):
+                t.compare(f"{name} Jacobian block {k}", a, b)
 
 
 def check_vmap_grad(case: Case, t: Tally) -> None:
-    """vmap(grad) per-sample gradients equal a loop of the reference's gradients, one sample at a time."""
+    """vmap(grad) per-sample gradients equal a loop of the reference's gradients, one sample at a time, where dim 0
+    of the batch_args inputs is a batch dimension of fn (n/a otherwise)."""
     require_func_transforms(case)
+    no_rule = _no_vmap_rule(case)
+    if no_rule:
+        raise NotApplicable(no_rule)
+    for name, s in case.samples.items():
+        batch = [i for i in case.batch_args if i < len(s.args) and isinstance(s.args[i], Tensor)]
+        if not batch or any(s.args[i].dim() == 0 for i in batch):
+            raise NotApplicable(f"no batched positional input at batch_args {list(case.batch_args)}")
+        n = s.args[batch[0]].shape[0]
+        if n == 0:
+            continue
+        rows = [s.put({("arg", i): s.args[i][k : k + 1] for i in batch}) for k in range(n)]
+        _require_batched(case, rows[0])
+        keys = s.keys()
+        with torch.no_grad():
+            gs = incoming(as_outputs(case.call(case.fn, rows[0])), case.seed)
+
+        def sample_loss(floats, rest, s=s, keys=keys, gs=gs, batch=batch):
+            full = s.put(dict(zip(keys, floats, strict=True)))
+            full = full.put({("arg", i): x for i, x in rest.items()})
+            full = full.put({("arg", i): full.args[i].unsqueeze(0) for i in batch})
+            outs = as_outputs(case.call(case.fn, full))
+            return sum((o * g).sum() for o, g in zip(outs, gs, strict=True) if g is not None)
+
+        floats = tuple(s.get(k) for k in keys)
+        rest = {i: s.args[i] for i in batch if ("arg", i) not in keys}
+        in_dims = (tuple(0 if k[0] == "arg" and k[1] in batch else None for k in keys), {i: 0 for i in rest})
+        try:
+            per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=in_dims)(floats, rest)
+        except RuntimeError as e:
+            if "does not have vmap support" in str(e):  # a Function behind fn that claims no vmap support
+                raise NotApplicable(f"no vmap rule: {str(e).splitlines()[0][:160]}") from e
+            raise
+        for k, row in enumerate(rows):
+            want = grads(case, case.want_fn(), row)
+            for key, g in zip(keys, per_sample, strict=True):
+                w = want[key]
+                w = w[0] if key[0] == "arg" and key[1] in batch and w is not None else w
+                t.compare_grad(f"{name} sample {k} d({key_name(key)})", g[k], w)
+
+
+def _no_vmap_rule(case: Case) -> str | None:
     no_rule = [
         f.__name__ for f in case.functions if not f.generate_vmap_rule and f.vmap is torch.autograd.Function.vmap
     ]
-    if no_rule:
-        raise NotApplicable(f"no vmap rule ({', '.join(no_rule)}: set generate_vmap_rule = True or define vmap)")
-    for name, s in case.samples.items():
-        pos = float_positions(s)
-        n = s[case.batch_args[0]].shape[0]
-        one = tuple(x[:1] if i in case.batch_args else x for i, x in enumerate(s))
+    return f"no vmap rule ({', '.join(no_rule)}: set generate_vmap_rule = True or define vmap)" if no_rule else None
+
+
+def _require_batched(case: Case, row: Inputs) -> None:
+    """n/a unless fn takes one row of the batch_args inputs (dim 0 is a batch dimension of fn)."""
+    try:
         with torch.no_grad():
-            gs = incoming(as_tuple(case.fn(*one)), case.seed)
-
-        def sample_loss(floats, rest, pos=pos, gs=gs, s=s):
-            full = list(s)
-            for i, x in zip(pos, floats, strict=True):
-                full[i] = x
-            for i, x in rest.items():
-                full[i] = x
-            full = [x.unsqueeze(0) if i in case.batch_args else x for i, x in enumerate(full)]
-            outs = as_tuple(case.fn(*full))
-            return sum((o * g).sum() for o, g in zip(outs, gs, strict=True) if g is not None)
-
-        floats = tuple(s[i] for i in pos)
-        rest = {i: s[i] for i in case.batch_args if i not in pos}
-        in_dims = (tuple(0 if i in case.batch_args else None for i in pos), {i: 0 for i in rest})
-        per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=in_dims)(floats, rest)
-        for k in range(n):
-            sk = tuple(x[k : k + 1] if i in case.batch_args else x for i, x in enumerate(s))
-            want = grads(case.reference, sk, case.seed)
-            want = [w[0] if i in case.batch_args else w for i, w in zip(pos, want, strict=True)]
-            compare_all(t, f"{name} sample {k}", [g[k] for g in per_sample], want, input_names(s, pos))
+            case.call(case.fn, row)
+    except Exception as e:
+        raise NotApplicable(f"dim 0 of batch_args is not a batch dimension of fn: one row raised {e!r:.160}") from e
 
 
-def check_jvp(case: Case, t: Tally) -> None:
-    """torch.func.jvp (eager, and compiled: pytorch #192985) and jacfwd equal the reference's, when the Function
-    defines jvp."""
+def _require_jvp(case: Case) -> None:
     require_func_transforms(case)
     no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
     if no_jvp or not case.functions:
         raise NotApplicable(f"no jvp ({', '.join(no_jvp) or 'no Function class known'})")
+
+
+def _tangents(floats: tuple, seed: int) -> tuple:
+    return tuple(incoming(floats, seed + 7))
+
+
+def _want_jvp(case: Case, name: str) -> tuple[tuple, tuple | None]:
+    """The reference's jvp (PyTorch's forward AD of plain ops), or fn's own eager forward AD without a reference;
+    and its float64 truth."""
+    key = ("jvp", name)
+    if key not in case.cache:
+
+        def compute(s):
+            f, floats, _ = on_floats(case, case.want_fn(), s)
+            return as_outputs(_eager_jvp(floating_outputs(f), floats, _tangents(floats, case.seed)))
+
+        want = compute(case.samples[name])
+        truth = None if case.dtype == torch.float64 else compute(to_float64(case.samples[name]))
+        case.cache[key] = (want, truth)
+    return case.cache[key]
+
+
+def _eager_jvp(f, primals: tuple, tangents: tuple):
+    """Forward AD with dual tensors (torch.autograd.forward_ad): the tangents of f's outputs."""
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        out = f(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents, strict=True)))
+        return tuple(fwAD.unpack_dual(o).tangent for o in as_outputs(out))
+
+
+def check_jvp(case: Case, t: Tally) -> None:
+    """torch.func.jvp and jacfwd equal the reference's forward AD, when the Function defines jvp."""
+    _require_jvp(case)
     for name, s in case.samples.items():
-        f_floats, floats, _ = on_floats(case.fn, s)
-        tangents = tuple(incoming(floats, case.seed + 7))
-        _, got = torch.func.jvp(f_floats, floats, tangents)
-        _, want = torch.func.jvp(on_floats(case.reference, s)[0], floats, tangents)
-        compare_all(t, f"{name} jvp output", as_tuple(got), as_tuple(want))
-        if name == first_sample(case)[0]:  # compiled on the first sample only, as the compile checks
-            got = compiled(lambda *fl, f=f_floats, tg=tangents: torch.func.jvp(f, fl, tg)[1])(*floats)
-            if not all(
-                t.compare(f"{name} compiled jvp output", a, b)
-                for a, b in zip(as_tuple(got), as_tuple(want), strict=True)
-            ):
-                t.fail(f"{name}: compiled jvp differs from eager: the custom jvp was dropped (pytorch #192985)")
-        pair = _jacobians(case, s, torch.func.jacfwd)
+        f_floats, floats, _ = on_floats(case, case.fn, s)
+        _, got = torch.func.jvp(floating_outputs(f_floats), floats, _tangents(floats, case.seed))
+        want, truth = _want_jvp(case, name)
+        compare_outputs(t, f"{name} jvp", as_outputs(got), want, truth)
+        if _no_vmap_rule(case):
+            t.notes.append(f"jacfwd not run: {_no_vmap_rule(case)}")
+            continue
+        pair = _jacobians(case, name, s, torch.func.jacfwd)
         if pair is not None:
-            compare_all(t, f"{name} jacfwd block", *pair)
+            for k, (a, b) in enumerate(zip(*pair, strict=True)):
+                t.compare(f"{name} jacfwd block {k}", a, b)
+
+
+def check_checkpoint(case: Case, t: Tally) -> None:
+    """Inside torch.utils.checkpoint.checkpoint(use_reentrant=False): outputs and gradients equal the reference's,
+    and the forward really runs again during backward."""
+    for name, s in case.samples.items():
+        f_floats, floats, keys = on_floats(case, case.fn, leaves(s))
+        runs = []
+
+        def counted(*x, f=f_floats, runs=runs):
+            runs.append(1)
+            return f(*x)
+
+        outs = as_outputs(torch.utils.checkpoint.checkpoint(counted, *floats, use_reentrant=False))
+        if case.reference is not None:
+            compare_outputs(t, f"{name} checkpointed", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+        got = dict(zip(keys, output_grads(outs, list(floats), case.seed), strict=True))
+        compare_grads(t, f"{name} checkpointed", got, *want_grads(case, name))
+        # Non-reentrant checkpoint recomputes when backward unpacks a saved tensor: once, if fn saves any.
+        expected = 2 if saved_for_backward(case.call, case.fn, leaves(s))[1].packed else 1
+        if any(o.requires_grad for o in outs if isinstance(o, Tensor)) and len(runs) != expected:
+            t.fail(f"{name}: the forward ran {len(runs)} times under checkpoint (expected {expected})")
+
+
+# ---------------------------------------------------------------------------------------------- the compile checks
+
+
+def _owner(case: Case):
+    owner = getattr(case.fn, "__self__", None)
+    return owner if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
+
+
+def _compiled_fn(
+    case: Case, build, arg_lists: list, check_function_in_graph: bool, dynamic: bool | None = None, calls=None
+):
+    """([compiled(*args) for args in arg_lists], how fn was traced), compiling build(f) for f = fn as given and,
+    when Dynamo does not trace it there, for Cls.apply called from this frame (what a model's own code does).
+    Raises _NotCompiled with Dynamo's reasons when neither traced."""
+    candidates = [("as given", case.fn)]
+    owner = _owner(case)
+    if owner is not None:
+        candidates.append(("as Cls.apply from the calling frame", lambda *a, **k: owner.apply(*a, **k)))
+    why = []
+    for how, f in candidates:
+        if calls is not None:
+            calls.clear()  # the probe records this attempt alone (an eager run of the last one called backward)
+        run, trace = compile_traced(build(f), dynamic=dynamic)
+        try:
+            results = [run(*args) for args in arg_lists]
+        except torch._dynamo.exc.TorchDynamoException as e:  # Dynamo's own failure, not fn's
+            why.append(f"{how}: Dynamo raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+            continue
+        if not trace.breaks and trace.graphs and (trace.holds_function() or not check_function_in_graph):
+            return results, how
+        why.append(f"{how}: {trace.why_not()}")
+    raise _NotCompiled("; ".join(why))
+
+
+class _NotCompiled(Exception):
+    pass
+
+
+def _compile_check(t: Tally, body) -> None:
+    """Run body; when Dynamo traced nothing, the check is a warning with Dynamo's reason, never a pass."""
+    try:
+        body()
+    except _NotCompiled as e:
+        t.warnings.append(f"not compiled, nothing checked: {e}")
+
+
+def _judge_probe(case: Case, t: Tally, calls: list, where: str) -> None:
+    missing = [f.__name__ for f in case.functions if not any(c[0] == f.__name__ for c in calls)]
+    if not missing:
+        return
+    message = f"{', '.join(missing)}.backward never ran under {where}: autograd differentiated its forward instead"
+    if t.failures:
+        t.fail(f"{message} (pytorch #193279)")
+    else:
+        t.warnings.append(f"{message} (pytorch #193279); the values agree only because it equals that")
 
 
 def check_compile(case: Case, t: Tally) -> None:
-    """torch.compile(fn): forward and backward equal the reference's (first sample only: a shape is a recompile),
-    and the Function's own backward ran."""
+    """torch.compile(fn) traced by Dynamo with the Function in the graph (autograd_function_apply holds its own
+    backward): forward and backward equal the reference's, first sample."""
     name, s = first_sample(case)
-    with probe(case.functions) as calls:
-        f = compiled(case.fn)
-        with torch.no_grad():
-            compare_all(t, f"{name} output", as_tuple(f(*s)), as_tuple(case.reference(*s)))
-        got = grads(f, s, case.seed)
-    ok = not t.failures
-    compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
-    _judge_probe(case, t, calls, "torch.compile", ok and not t.failures)
+    ins = leaves(s)
+
+    def body():
+        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
+        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
+        outs = as_outputs(outs)
+        got = dict(zip(ins.keys(), output_grads(outs, [ins.get(k) for k in ins.keys()], case.seed), strict=True))
+        t.notes.append(f"traced {how}")
+        if case.reference is not None:
+            compare_outputs(t, f"{name} compiled", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+        compare_grads(t, f"{name} compiled", got, *want_grads(case, name))
+
+    _compile_check(t, body)
 
 
 def check_compile_func_grad(case: Case, t: Tally) -> None:
-    """torch.compile(torch.func.grad(...)) equals the reference's gradients (pytorch #193279), first sample only;
-    the probe tells "wrong" from "right, but your backward never ran"."""
+    """torch.compile(torch.func.grad(...)) equals the reference's gradients (pytorch #193279), first sample; the
+    probe tells "wrong" from "right, but your backward never ran"."""
     require_func_transforms(case)
     name, s = first_sample(case)
-    loss, floats, _ = scalar_loss(case.fn, s, case.seed)
-    with probe(case.functions) as calls:
-        got = compiled(torch.func.grad(loss, argnums=tuple(range(len(floats)))))(*floats)
-    compare_all(t, name, got, grads(case.reference, s, case.seed), input_names(s, float_positions(s)))
-    _judge_probe(case, t, calls, "compile(func.grad)", not t.failures)
+
+    def body():
+        with probe(case.functions) as calls:
+
+            def build(f):
+                loss, floats, _ = scalar_loss(case, f, s)
+                return torch.func.grad(loss, argnums=tuple(range(len(floats))))
+
+            (got,), how = _compiled_fn(case, build, [on_floats(case, case.fn, s)[1]], False, calls=calls)
+        t.notes.append(f"traced {how}")
+        compare_grads(t, f"{name} compile(func.grad)", dict(zip(s.keys(), got, strict=True)), *want_grads(case, name))
+        _judge_probe(case, t, calls, "compile(func.grad)")
+
+    _compile_check(t, body)
 
 
-def _judge_probe(case: Case, t: Tally, calls: list, where: str, values_agree: bool) -> None:
-    missing = backward_not_called(case, calls, where)
-    if missing is None:
+def check_compile_jvp(case: Case, t: Tally) -> None:
+    """torch.compile(torch.func.jvp(...)) equals the reference's forward AD (pytorch #192985), first sample."""
+    _require_jvp(case)
+    name, s = first_sample(case)
+
+    def body():
+        floats = on_floats(case, case.fn, s)[1]
+        tangents = _tangents(floats, case.seed)
+
+        def build(f):
+            f_floats = floating_outputs(on_floats(case, f, s)[0])
+            return lambda *x: torch.func.jvp(f_floats, x, tangents)[1]
+
+        (got,), how = _compiled_fn(case, build, [floats], False)
+        t.notes.append(f"traced {how}")
+        before = len(t.failures)
+        compare_outputs(t, f"{name} compiled jvp", as_outputs(got), *_want_jvp(case, name))
+        if len(t.failures) > before:
+            t.fail(f"{name}: compiled jvp differs: the custom jvp was dropped (pytorch #192985)")
+
+    _compile_check(t, body)
+
+
+def _second_derivative(case: Case, outs: tuple, ins: Inputs) -> dict | None:
+    """d/d(inputs) of <gradient, v>: the gradient taken with create_graph=True, v fixed random; None when the
+    gradient is not differentiable."""
+    keys = ins.keys()
+    xs = [ins.get(k) for k in keys]
+    first = output_grads(outs, xs, case.seed, create_graph=True)
+    vs = incoming(tuple(first), case.seed + 3)
+    used = [(g, v) for g, v in zip(first, vs, strict=True) if g is not None and g.requires_grad]
+    if not used:
+        return None
+    dd = torch.autograd.grad([g for g, _ in used], xs, [v for _, v in used], allow_unused=True)
+    return dict(zip(keys, dd, strict=True))
+
+
+def check_compile_double_backward(case: Case, t: Tally) -> None:
+    """Double backward through torch.compile(fn) (create_graph=True; pytorch #181581, #183603): the gradient of
+    <gradient, v> equals the reference's, first sample. Where torch.compile cannot double-backward the plain-torch
+    reference either, the limit is PyTorch's, not fn's: n/a with the reason."""
+    name, s = first_sample(case)
+
+    def eager(f, inputs):
+        ins = leaves(inputs)
+        return _second_derivative(case, as_outputs(case.call(f, ins)), ins)
+
+    def compiled(f):
+        ins = leaves(s)
+        run, trace = compile_traced(on_floats(case, f, ins)[0])
+        return _second_derivative(case, as_outputs(run(*on_floats(case, f, ins)[1])), ins)
+
+    def body():
+        ins = leaves(s)
+        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
+        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
+        try:
+            got = _second_derivative(case, as_outputs(outs), ins)
+        except RuntimeError as e:
+            _torch_limit(case, compiled, e)
+            raise
+        want = eager(case.want_fn(), s)
+        if want is None:
+            raise NotApplicable("the reference's gradient is not differentiable")
+        t.notes.append(f"traced {how}")
+        if got is None or any(got[k] is None and want[k] is not None for k in got):
+            _torch_limit(case, compiled, None)
+            t.fail(f"{name}: the compiled gradient is not differentiable (create_graph=True gave a constant)")
+            return
+        truth = eager(case.want_fn(), to_float64(s)) if case.dtype != torch.float64 else None
+        compare_grads(t, f"{name} compiled double backward", got, want, truth)
+
+    _compile_check(t, body)
+
+
+def _torch_limit(case: Case, compiled, error: Exception | None) -> None:
+    """NotApplicable when torch.compile fails the same way on the plain-torch reference (PyTorch's limit)."""
+    if case.reference is None:
         return
-    if values_agree:
-        t.warnings.append(f"{missing} (pytorch #193279); the values agree only because it equals that")
-    else:
-        t.fail(f"{missing} (pytorch #193279)")
+    try:
+        ref = compiled(case.reference)
+        failed_too = ref is None or any(v is None for v in ref.values())
+        reason = "no second derivative"
+    except RuntimeError as e:
+        failed_too, reason = True, str(e).strip().splitlines()[0]
+    if failed_too:
+        raise NotApplicable(f"torch.compile cannot double-backward the plain-torch reference either: {reason}")
+
+
+def check_compile_dynamic(case: Case, t: Tally) -> None:
+    """torch.compile(fn, dynamic=True) over two sample sizes: outputs and gradients equal the reference's."""
+    shapes = {}
+    for name, s in case.samples.items():
+        shapes.setdefault(tuple(tuple(x.shape) for x in s.tensors()), name)
+    if len(shapes) < 2:
+        raise NotApplicable("one sample shape (dynamic shapes need two)")
+    names = list(shapes.values())[:2]
+    sig = {n: tuple(case.samples[n].keys()) for n in names}
+    if sig[names[0]] != sig[names[1]]:
+        raise NotApplicable("the samples differ in which inputs are differentiable")
+
+    def body():
+        def build(f):
+            return lambda args, kwargs, state: case.call_with(f, list(args), dict(kwargs), dict(state))
+
+        ins = [leaves(case.samples[n]) for n in names]
+        results, how = _compiled_fn(case, build, [(i.args, i.kwargs, i.state) for i in ins], True, dynamic=True)
+        for name, i, outs in zip(names, ins, results, strict=True):
+            outs = as_outputs(outs)
+            if case.reference is not None:
+                compare_outputs(t, f"{name} dynamic", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+            got = dict(zip(i.keys(), output_grads(outs, [i.get(k) for k in i.keys()], case.seed), strict=True))
+            compare_grads(t, f"{name} dynamic", got, *want_grads(case, name))
+        t.notes.append(f"traced {how}, samples {names}")
+
+    _compile_check(t, body)
+
+
+# --------------------------------------------------------------------------------------------- autocast and the rest
 
 
 def check_autocast(case: Case, t: Tally) -> None:
     """Under torch.autocast (bf16 on CPU; fp16 and bf16 on CUDA): output dtypes, values and gradients (backward
-    outside and inside the autocast region) equal the reference's under the same autocast. float64 inputs must be
-    left alone, as torch's own ops do."""
+    outside and inside the autocast region) equal the reference's under the same autocast, against the float64
+    truth. float64 inputs must be left alone, as torch's own ops do."""
+    need_reference(case)
     kinds = (torch.float16, torch.bfloat16) if case.device.type == "cuda" else (torch.bfloat16,)
     for low in kinds:
-        t.rtol = RTOL[case.dtype] if case.dtype == torch.float64 else max(RTOL[low], RTOL.get(case.dtype, 0.0))
+        floor_dtype = torch.float64 if case.dtype == torch.float64 else low
         for name, s in case.samples.items():
             label = f"{name} {str(low).removeprefix('torch.')}"
+            out_truth = as_outputs(case.call(case.reference, to_float64(s))) if case.dtype != torch.float64 else None
+            _, grad_truth = want_grads(case, name)  # the hull of one-sided gradients at a kink sample
             for inside in (False, True):
                 ins, ref_ins = leaves(s), leaves(s)
-                xs, ref_xs = [ins[i] for i in float_positions(s)], [ref_ins[i] for i in float_positions(s)]
+                keys = ins.keys()
+                xs, ref_xs = [ins.get(k) for k in keys], [ref_ins.get(k) for k in keys]
                 with torch.autocast(case.device.type, dtype=low):
-                    outs, refs = as_tuple(case.fn(*ins)), as_tuple(case.reference(*ref_ins))
+                    outs, refs = as_outputs(case.call(case.fn, ins)), as_outputs(case.call(case.reference, ref_ins))
                     if inside:
                         got, want = output_grads(outs, xs, case.seed), output_grads(refs, ref_xs, case.seed)
                 if not inside:
                     got, want = output_grads(outs, xs, case.seed), output_grads(refs, ref_xs, case.seed)
                     for k, (o, r) in enumerate(zip(outs, refs, strict=True)):
-                        if o.dtype != r.dtype:
+                        if isinstance(o, Tensor) and isinstance(r, Tensor) and o.dtype != r.dtype:
                             t.fail(f"{label} output {k}: dtype {o.dtype}, the reference's {r.dtype}")
-                    compare_all(t, f"{label} output", outs, refs)
+                        elif is_float(o):
+                            truth_k = None if out_truth is None else out_truth[k].detach()
+                            t.compare(f"{label} output {k}", o.detach(), r.detach(), truth_k, floor_dtype)
                 where = "inside" if inside else "outside"
-                compare_all(t, f"{label} backward {where} autocast", got, want, input_names(s, float_positions(s)))
-
-
-def _saved(f, s: tuple, seed: int) -> tuple[int, list[str]]:
-    """(bytes of the distinct storages f saves for backward beyond its inputs', in-place changes seen by version
-    counters)."""
-    ins = leaves(s)
-    before = [x._version for x in ins if isinstance(x, Tensor)]
-    packed = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda x: packed.append((x, x._version)) or x, lambda x: x):
-        outs = as_tuple(f(*ins))
-    changed = [
-        f"input {i} modified in place by the forward (version {v} -> {x._version})"
-        for i, (x, v) in enumerate(zip((x for x in ins if isinstance(x, Tensor)), before, strict=True))
-        if x._version != v
-    ]
-    output_grads(outs, [x for x in ins if is_float(x)], seed)
-    changed += [
-        f"a saved {tuple(x.shape)} tensor modified in place after it was saved (version {v} -> {x._version})"
-        for x, v in packed
-        if x._version != v
-    ]
-    # The inputs are held by the caller anyway: what saving costs is the storages beyond them.
-    held = {x.untyped_storage().data_ptr() for x in ins if isinstance(x, Tensor)}
-    storages = {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes() for x, _ in packed}
-    return sum(n for ptr, n in storages.items() if ptr not in held), changed
+                for key, g, w in zip(keys, got, want, strict=True):
+                    truth_k = None if grad_truth is None else grad_truth[key]
+                    what = f"{label} backward {where} autocast d({key_name(key)})"
+                    if g is None or w is None:
+                        t.compare_grad(what, g, w)
+                    else:
+                        t.compare(what, g, w, truth_k, floor_dtype)
 
 
 def check_saved_tensors(case: Case, t: Tally) -> None:
-    """Bytes saved for backward beyond the inputs (saved_tensors_hooks) at most the reference's; no input, and no
-    saved tensor, modified in place after it was saved (version counters)."""
-    t.rtol = None
+    """Bytes saved for backward beyond the inputs (saved_tensors_hooks): more than the reference's is a warning;
+    an input (unless the Function marks it dirty) or a saved tensor modified in place after it was saved fails."""
+    t.tolerance = "bytes <= reference's"
     for name, s in case.samples.items():
-        got, changed = _saved(case.fn, s, case.seed)
-        want, ref_changed = _saved(case.reference, s, case.seed)
-        t.failures += [f"{name}: {c}" for c in changed if c not in ref_changed]
+        got, changed = _saved(case, case.fn, s)
+        t.failures += [f"{name}: {c}" for c in changed]
+        if case.reference is None:
+            t.notes.append(f"{name}: {got:,} bytes saved beyond the inputs (no reference to compare with)")
+            continue
+        want, _ = _saved(case, case.reference, s)
         t.notes.append(f"{name}: {got:,} bytes saved beyond the inputs, reference {want:,}")
-        if got > want:
-            t.fail(f"{name}: saves {got:,} bytes for backward, the reference {want:,}")
+        # A few scalars more (a shape, a scale factor) is noise: the warning is for a tensor's worth.
+        slack = max(SAVED_SLACK_BYTES, sum(x.numel() * x.element_size() for x in s.tensors()) // 100)
+        if got > want + slack:
+            t.warnings.append(f"{name}: saves {got:,} bytes for backward, the reference {want:,}")
+
+
+def _saved(case: Case, f, s: Inputs) -> tuple[int, list[str]]:
+    """(bytes of the distinct storages f saves beyond its inputs', in-place changes seen by version counters)."""
+    ins = leaves(s)
+    held = ins.tensors()
+    before = [x._version for x in held]
+    outs, saved = saved_for_backward(case.call, f, ins)
+    changed = []
+    if not case.inplace:
+        changed = [
+            f"{'an input'} of shape {tuple(x.shape)} modified in place by the forward (version {v} -> {x._version})"
+            for x, v in zip(held, before, strict=True)
+            if x._version != v
+        ]
+    output_grads(as_outputs(outs), [ins.get(k) for k in ins.keys()], case.seed)
+    return saved.nbytes(held=held), changed + saved.modified()
 
 
 def check_deterministic(case: Case, t: Tally) -> None:
     """On CPU, two backward passes give bitwise-equal gradients."""
     if case.device.type != "cpu":
         raise NotApplicable("CPU only (GPU kernels may accumulate in any order)")
-    t.rtol = 0.0
+    t.tolerance = "bitwise"
     for name, s in case.samples.items():
-        a, b = grads(case.fn, s, case.seed), grads(case.fn, s, case.seed)
-        for i, x, y in zip(float_positions(s), a, b, strict=True):
-            if x is not None:
+        a, b = grads(case, case.fn, s), grads(case, case.fn, s)
+        for k, x in a.items():
+            y = b[k]
+            if x is not None and y is not None and x.numel():
                 d = compare("", x, y)
+                t.measured = True
                 t.max_abs, t.max_rel = max(t.max_abs, d.max_abs), max(t.max_rel, d.max_rel)
                 if not d.bitwise:
-                    t.fail(f"{name} d(input {i}): two backward passes differ (max abs {d.max_abs:.2e})")
+                    t.fail(f"{name} d({key_name(k)}): two backward passes differ (max abs {d.max_abs:.2e})")
 
 
 # The checks by name, in the report's order.
@@ -585,9 +795,14 @@ CHECKS = {
     "jacrev": check_jacrev,
     "vmap_grad": check_vmap_grad,
     "jvp": check_jvp,
+    "checkpoint": check_checkpoint,
     "compile": check_compile,
     "compile_func_grad": check_compile_func_grad,
+    "compile_jvp": check_compile_jvp,
+    "compile_double_backward": check_compile_double_backward,
+    "compile_dynamic": check_compile_dynamic,
     "autocast": check_autocast,
     "saved_tensors": check_saved_tensors,
     "deterministic": check_deterministic,
 }
+PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if not c.startswith("compile")]}
