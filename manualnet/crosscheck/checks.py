@@ -483,8 +483,8 @@ def _owner(case: Case):
 def _compiled_fn(
     case: Case, build, arg_lists: list, check_function_in_graph: bool, dynamic: bool | None = None, calls=None
 ):
-    """([compiled(*args) for args in arg_lists], how fn was traced), compiling build(f) for f = fn as given and,
-    when Dynamo does not trace it there, for Cls.apply called from this frame (what a model's own code does).
+    """([compiled(*args) for args in arg_lists], how fn was traced, compiled), compiling build(f) for f = fn as
+    given and, when Dynamo does not trace it there, for Cls.apply called from this frame (a model's own code).
     Raises _NotCompiled with Dynamo's reasons when neither traced."""
     candidates = [("as given", case.fn)]
     owner = _owner(case)
@@ -501,7 +501,7 @@ def _compiled_fn(
             why.append(f"{how}: Dynamo raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
             continue
         if not trace.breaks and trace.graphs and (trace.holds_function() or not check_function_in_graph):
-            return results, how
+            return results, how, run
         why.append(f"{how}: {trace.why_not()}")
     raise _NotCompiled("; ".join(why))
 
@@ -529,6 +529,25 @@ def _judge_probe(case: Case, t: Tally, calls: list, where: str) -> None:
         t.warnings.append(f"{message} (pytorch #193279); the values agree only because it equals that")
 
 
+def _compiled_first_sample(case: Case):
+    """(torch.compile(fn) over the first sample's differentiable inputs, how it was traced): compiled once per case
+    and shared by the compile checks that call fn itself."""
+    key = "compiled first sample"
+    if key not in case.cache:
+        _, s = first_sample(case)
+        ins = leaves(s)
+        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
+        try:
+            _, how, run = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
+            case.cache[key] = (run, how, None)
+        except _NotCompiled as e:
+            case.cache[key] = (None, None, e)
+    run, how, error = case.cache[key]
+    if error is not None:
+        raise error
+    return run, how
+
+
 def check_compile(case: Case, t: Tally) -> None:
     """torch.compile(fn) traced by Dynamo with the Function in the graph (autograd_function_apply holds its own
     backward): forward and backward equal the reference's, first sample."""
@@ -536,9 +555,8 @@ def check_compile(case: Case, t: Tally) -> None:
     ins = leaves(s)
 
     def body():
-        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
-        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
-        outs = as_outputs(outs)
+        run, how = _compiled_first_sample(case)
+        outs = as_outputs(run(*on_floats(case, case.fn, ins)[1]))
         got = dict(zip(ins.keys(), output_grads(outs, [ins.get(k) for k in ins.keys()], case.seed), strict=True))
         t.notes.append(f"traced {how}")
         if case.reference is not None:
@@ -561,7 +579,7 @@ def check_compile_func_grad(case: Case, t: Tally) -> None:
                 loss, floats, _ = scalar_loss(case, f, s)
                 return torch.func.grad(loss, argnums=tuple(range(len(floats))))
 
-            (got,), how = _compiled_fn(case, build, [on_floats(case, case.fn, s)[1]], False, calls=calls)
+            (got,), how, _ = _compiled_fn(case, build, [on_floats(case, case.fn, s)[1]], False, calls=calls)
         t.notes.append(f"traced {how}")
         compare_grads(t, f"{name} compile(func.grad)", dict(zip(s.keys(), got, strict=True)), *want_grads(case, name))
         _judge_probe(case, t, calls, "compile(func.grad)")
@@ -582,7 +600,7 @@ def check_compile_jvp(case: Case, t: Tally) -> None:
             f_floats = floating_outputs(on_floats(case, f, s)[0])
             return lambda *x: torch.func.jvp(f_floats, x, tangents)[1]
 
-        (got,), how = _compiled_fn(case, build, [floats], False)
+        (got,), how, _ = _compiled_fn(case, build, [floats], False)
         t.notes.append(f"traced {how}")
         before = len(t.failures)
         compare_outputs(t, f"{name} compiled jvp", as_outputs(got), *_want_jvp(case, name))
@@ -623,8 +641,8 @@ def check_compile_double_backward(case: Case, t: Tally) -> None:
 
     def body():
         ins = leaves(s)
-        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
-        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
+        run, how = _compiled_first_sample(case)
+        outs = run(*on_floats(case, case.fn, ins)[1])
         try:
             got = _second_derivative(case, as_outputs(outs), ins)
         except RuntimeError as e:
@@ -675,7 +693,7 @@ def check_compile_dynamic(case: Case, t: Tally) -> None:
             return lambda args, kwargs, state: case.call_with(f, list(args), dict(kwargs), dict(state))
 
         ins = [leaves(case.samples[n]) for n in names]
-        results, how = _compiled_fn(case, build, [(i.args, i.kwargs, i.state) for i in ins], True, dynamic=True)
+        results, how, _ = _compiled_fn(case, build, [(i.args, i.kwargs, i.state) for i in ins], True, dynamic=True)
         for name, i, outs in zip(names, ins, results, strict=True):
             outs = as_outputs(outs)
             if case.reference is not None:
