@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from manualnet.crosscheck import compare, compare_all, format_table
+from manualnet.functional import TwoLayerNetFn
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -113,6 +114,28 @@ def test_gradient_report_rejects_sizes_below_1(capsys):
         report.main(["--hidden", "0"])
     assert exit_info.value.code == 2
     assert "--hidden: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- scripts/crosscheck_seeds
+
+
+def test_crosscheck_seeds_is_quiet_on_the_net_and_exits_nonzero_on_a_wrong_gradient(capsys, monkeypatch):
+    seeds = load_script("crosscheck_seeds")
+    assert seeds.main(["--seeds", "2", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "two_layer_net seed 1: failed -, warned -" in out and out.rstrip().endswith(
+        "0 of 4 runs with a failure or a warning"
+    )
+    right = TwoLayerNetFn.backward
+
+    def wrong(ctx, ds2, dx2_out):
+        dx, dw1, db1, dw2, db2 = right(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
+
+    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))
+    assert seeds.main(["--seeds", "1", "--profile", "quick"]) == 1
+    out = capsys.readouterr().out
+    assert "'backward (float32)', 'backward (float64)'" in out.splitlines()[0] and "1 of 2 runs" in out
 
 
 # ---------------------------------------------------------------------------------------- scripts/crosscheck_train

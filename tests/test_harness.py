@@ -424,7 +424,6 @@ ZOO = {
         make_a_b,
         "same_tensor_twice",
         {
-            "checkpoint",
             "func_grad",
             "gradcheck",
             "gradgradcheck",

@@ -12,14 +12,11 @@ from torch.autograd.gradcheck import GradcheckError
 from torch.utils._pytree import tree_leaves
 
 from manualnet.crosscheck.case import (
-    KINK_STEP,
     Case,
     Inputs,
     NotApplicable,
     Tally,
     as_outputs,
-    compile_traced,
-    first_sample,
     floating_outputs,
     grads,
     incoming,
@@ -35,87 +32,29 @@ from manualnet.crosscheck.case import (
     to_float64,
 )
 from manualnet.crosscheck.compare import compare
+from manualnet.crosscheck.compile_checks import (
+    check_compile,
+    check_compile_double_backward,
+    check_compile_dynamic,
+    check_compile_func_grad,
+    check_compile_jvp,
+)
+from manualnet.crosscheck.expected import (
+    compare_grads,
+    compare_outputs,
+    detached,
+    need_reference,
+    require_jvp,
+    tangents_of,
+    want_grads,
+    want_jvp,
+    want_outputs,
+)
 from manualnet.crosscheck.saved import saved_for_backward
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
 JACOBIAN_NUMEL = 10**6  # jacrev/jacfwd skip samples whose Jacobian has more entries than this
 SAVED_SLACK_BYTES = 64  # saved_tensors warns when fn saves more than the reference by over this (or 1% of inputs)
-
-
-# ------------------------------------------------------------------------------------------ what fn is compared with
-
-
-def need_reference(case: Case) -> None:
-    if case.reference is None:
-        raise NotApplicable("needs a reference")
-
-
-def shifted(inputs: Inputs, sign: float) -> Inputs:
-    """Every differentiable input moved by sign * KINK_STEP * (1 + max |x|): past a kink, to one side."""
-    return inputs.put(
-        {k: (x + sign * KINK_STEP * (1 + x.abs().max())) for k in inputs.keys() if (x := inputs.get(k)).numel()}
-    )
-
-
-def truth_of(case: Case, name: str, compute):
-    """The float64 truth of compute(inputs in float64) for sample `name`: a dict of tensors, or at a kink sample the
-    elementwise hull (lo, hi) of the values at the point and just to either side. None when the case is float64
-    and smooth: the reference's own values are the truth."""
-    s64 = to_float64(case.samples[name])
-    if name not in case.kinks:
-        return None if case.dtype == torch.float64 else compute(s64)
-    at = [compute(s64), compute(shifted(s64, 1.0)), compute(shifted(s64, -1.0))]
-    out = {}
-    for k in at[0]:
-        vals = [v[k] for v in at if v[k] is not None]
-        if not vals:
-            out[k] = None
-            continue
-        stacked = torch.stack([v.detach().double() for v in vals])
-        out[k] = (stacked.amin(0), stacked.amax(0))
-    return out
-
-
-def want_grads(case: Case, name: str, wrt=None, outputs=None) -> tuple[dict, dict | None]:
-    """(the reference's gradients in the case's dtype, their float64 truth), cached per sample."""
-    key = ("grads", name, None if wrt is None else tuple(wrt), None if outputs is None else tuple(outputs))
-    if key not in case.cache:
-        s, f = case.samples[name], case.want_fn()
-        want = grads(case, f, s, wrt=wrt, outputs=outputs)
-        truth = truth_of(case, name, lambda s64: grads(case, f, s64, wrt=wrt, outputs=outputs))
-        case.cache[key] = (want, truth)
-    return case.cache[key]
-
-
-def want_outputs(case: Case, name: str) -> tuple[tuple, tuple | None]:
-    """(the reference's outputs in the case's dtype, their float64 truth), cached per sample."""
-    key = ("outputs", name)
-    if key not in case.cache:
-        f = case.want_fn()
-        with torch.no_grad():
-            want = as_outputs(case.call(f, case.samples[name]))
-            truth = None
-            if case.dtype != torch.float64:
-                truth = as_outputs(case.call(f, to_float64(case.samples[name])))
-        case.cache[key] = (want, truth)
-    return case.cache[key]
-
-
-def compare_grads(t: Tally, label: str, got: dict, want: dict, truth: dict | None) -> None:
-    for k, g in got.items():
-        t.compare_grad(f"{label} d({key_name(k)})".strip(), g, want[k], None if truth is None else truth[k])
-
-
-def compare_outputs(t: Tally, label: str, got: tuple, want: tuple, truth: tuple | None) -> None:
-    if len(got) != len(want):
-        t.fail(f"{label}: {len(got)} outputs, the reference's {len(want)}")
-        return
-    for k, (o, w) in enumerate(zip(got, want, strict=True)):
-        if isinstance(o, Tensor) and isinstance(w, Tensor) and o.dtype != w.dtype:
-            t.fail(f"{label} output {k}: dtype {o.dtype}, the reference's {w.dtype}")
-            continue
-        truth_k = truth[k] if truth is not None and is_float(o) else None
-        t.compare(f"{label} output {k}".strip(), o, w, truth_k)
 
 
 # ----------------------------------------------------------------------------------------------------------- checks
@@ -250,14 +189,10 @@ def check_noncontiguous(case: Case, t: Tally) -> None:
     for name, s in case.samples.items():
         ins = s.put({k: strided(s.get(k).detach()).requires_grad_(True) for k in s.keys()})
         outs = as_outputs(case.call(case.fn, ins))
-        compare_outputs(t, f"{name} non-contiguous", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+        compare_outputs(t, f"{name} non-contiguous", tuple(detached(o) for o in outs), *want_outputs(case, name))
         xs = [ins.get(k) for k in s.keys()]
         got = dict(zip(s.keys(), output_grads(outs, xs, case.seed, None, False), strict=True))
         compare_grads(t, f"{name} non-contiguous", got, *want_grads(case, name))
-
-
-def _detached(o):
-    return o.detach() if isinstance(o, Tensor) else o
 
 
 def check_same_tensor_twice(case: Case, t: Tally) -> None:
@@ -397,49 +332,13 @@ def _require_batched(case: Case, row: Inputs) -> None:
         raise NotApplicable(f"dim 0 of batch_args is not a batch dimension of fn: one row raised {e!r:.160}") from e
 
 
-def _require_jvp(case: Case) -> None:
-    require_func_transforms(case)
-    no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
-    if no_jvp or not case.functions:
-        raise NotApplicable(f"no jvp ({', '.join(no_jvp) or 'no Function class known'})")
-
-
-def _tangents(floats: tuple, seed: int) -> tuple:
-    return tuple(incoming(floats, seed + 7))
-
-
-def _want_jvp(case: Case, name: str) -> tuple[tuple, tuple | None]:
-    """The reference's jvp (PyTorch's forward AD of plain ops), or fn's own eager forward AD without a reference;
-    and its float64 truth."""
-    key = ("jvp", name)
-    if key not in case.cache:
-
-        def compute(s):
-            f, floats, _ = on_floats(case, case.want_fn(), s)
-            return as_outputs(_eager_jvp(floating_outputs(f), floats, _tangents(floats, case.seed)))
-
-        want = compute(case.samples[name])
-        truth = None if case.dtype == torch.float64 else compute(to_float64(case.samples[name]))
-        case.cache[key] = (want, truth)
-    return case.cache[key]
-
-
-def _eager_jvp(f, primals: tuple, tangents: tuple):
-    """Forward AD with dual tensors (torch.autograd.forward_ad): the tangents of f's outputs."""
-    import torch.autograd.forward_ad as fwAD
-
-    with fwAD.dual_level():
-        out = f(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents, strict=True)))
-        return tuple(fwAD.unpack_dual(o).tangent for o in as_outputs(out))
-
-
 def check_jvp(case: Case, t: Tally) -> None:
     """torch.func.jvp and jacfwd equal the reference's forward AD, when the Function defines jvp."""
-    _require_jvp(case)
+    require_jvp(case)
     for name, s in case.samples.items():
         f_floats, floats, _ = on_floats(case, case.fn, s)
-        _, got = torch.func.jvp(floating_outputs(f_floats), floats, _tangents(floats, case.seed))
-        want, truth = _want_jvp(case, name)
+        _, got = torch.func.jvp(floating_outputs(f_floats), floats, tangents_of(floats, case.seed))
+        want, truth = want_jvp(case, name)
         compare_outputs(t, f"{name} jvp", as_outputs(got), want, truth)
         if _no_vmap_rule(case):
             t.notes.append(f"jacfwd not run: {_no_vmap_rule(case)}")
@@ -463,228 +362,13 @@ def check_checkpoint(case: Case, t: Tally) -> None:
 
         outs = as_outputs(torch.utils.checkpoint.checkpoint(counted, *floats, use_reentrant=False))
         if case.reference is not None:
-            compare_outputs(t, f"{name} checkpointed", tuple(_detached(o) for o in outs), *want_outputs(case, name))
+            compare_outputs(t, f"{name} checkpointed", tuple(detached(o) for o in outs), *want_outputs(case, name))
         got = dict(zip(keys, output_grads(outs, list(floats), case.seed), strict=True))
         compare_grads(t, f"{name} checkpointed", got, *want_grads(case, name))
         # Non-reentrant checkpoint recomputes when backward unpacks a saved tensor: once, if fn saves any.
         expected = 2 if saved_for_backward(case.call, case.fn, leaves(s))[1].packed else 1
         if any(o.requires_grad for o in outs if isinstance(o, Tensor)) and len(runs) != expected:
             t.fail(f"{name}: the forward ran {len(runs)} times under checkpoint (expected {expected})")
-
-
-# ---------------------------------------------------------------------------------------------- the compile checks
-
-
-def _owner(case: Case):
-    owner = getattr(case.fn, "__self__", None)
-    return owner if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
-
-
-def _compiled_fn(
-    case: Case, build, arg_lists: list, check_function_in_graph: bool, dynamic: bool | None = None, calls=None
-):
-    """([compiled(*args) for args in arg_lists], how fn was traced), compiling build(f) for f = fn as given and,
-    when Dynamo does not trace it there, for Cls.apply called from this frame (what a model's own code does).
-    Raises _NotCompiled with Dynamo's reasons when neither traced."""
-    candidates = [("as given", case.fn)]
-    owner = _owner(case)
-    if owner is not None:
-        candidates.append(("as Cls.apply from the calling frame", lambda *a, **k: owner.apply(*a, **k)))
-    why = []
-    for how, f in candidates:
-        if calls is not None:
-            calls.clear()  # the probe records this attempt alone (an eager run of the last one called backward)
-        run, trace = compile_traced(build(f), dynamic=dynamic)
-        try:
-            results = [run(*args) for args in arg_lists]
-        except torch._dynamo.exc.TorchDynamoException as e:  # Dynamo's own failure, not fn's
-            why.append(f"{how}: Dynamo raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
-            continue
-        if not trace.breaks and trace.graphs and (trace.holds_function() or not check_function_in_graph):
-            return results, how
-        why.append(f"{how}: {trace.why_not()}")
-    raise _NotCompiled("; ".join(why))
-
-
-class _NotCompiled(Exception):
-    pass
-
-
-def _compile_check(t: Tally, body) -> None:
-    """Run body; when Dynamo traced nothing, the check is a warning with Dynamo's reason, never a pass."""
-    try:
-        body()
-    except _NotCompiled as e:
-        t.warnings.append(f"not compiled, nothing checked: {e}")
-
-
-def _judge_probe(case: Case, t: Tally, calls: list, where: str) -> None:
-    missing = [f.__name__ for f in case.functions if not any(c[0] == f.__name__ for c in calls)]
-    if not missing:
-        return
-    message = f"{', '.join(missing)}.backward never ran under {where}: autograd differentiated its forward instead"
-    if t.failures:
-        t.fail(f"{message} (pytorch #193279)")
-    else:
-        t.warnings.append(f"{message} (pytorch #193279); the values agree only because it equals that")
-
-
-def check_compile(case: Case, t: Tally) -> None:
-    """torch.compile(fn) traced by Dynamo with the Function in the graph (autograd_function_apply holds its own
-    backward): forward and backward equal the reference's, first sample."""
-    name, s = first_sample(case)
-    ins = leaves(s)
-
-    def body():
-        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
-        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
-        outs = as_outputs(outs)
-        got = dict(zip(ins.keys(), output_grads(outs, [ins.get(k) for k in ins.keys()], case.seed), strict=True))
-        t.notes.append(f"traced {how}")
-        if case.reference is not None:
-            compare_outputs(t, f"{name} compiled", tuple(_detached(o) for o in outs), *want_outputs(case, name))
-        compare_grads(t, f"{name} compiled", got, *want_grads(case, name))
-
-    _compile_check(t, body)
-
-
-def check_compile_func_grad(case: Case, t: Tally) -> None:
-    """torch.compile(torch.func.grad(...)) equals the reference's gradients (pytorch #193279), first sample; the
-    probe tells "wrong" from "right, but your backward never ran"."""
-    require_func_transforms(case)
-    name, s = first_sample(case)
-
-    def body():
-        with probe(case.functions) as calls:
-
-            def build(f):
-                loss, floats, _ = scalar_loss(case, f, s)
-                return torch.func.grad(loss, argnums=tuple(range(len(floats))))
-
-            (got,), how = _compiled_fn(case, build, [on_floats(case, case.fn, s)[1]], False, calls=calls)
-        t.notes.append(f"traced {how}")
-        compare_grads(t, f"{name} compile(func.grad)", dict(zip(s.keys(), got, strict=True)), *want_grads(case, name))
-        _judge_probe(case, t, calls, "compile(func.grad)")
-
-    _compile_check(t, body)
-
-
-def check_compile_jvp(case: Case, t: Tally) -> None:
-    """torch.compile(torch.func.jvp(...)) equals the reference's forward AD (pytorch #192985), first sample."""
-    _require_jvp(case)
-    name, s = first_sample(case)
-
-    def body():
-        floats = on_floats(case, case.fn, s)[1]
-        tangents = _tangents(floats, case.seed)
-
-        def build(f):
-            f_floats = floating_outputs(on_floats(case, f, s)[0])
-            return lambda *x: torch.func.jvp(f_floats, x, tangents)[1]
-
-        (got,), how = _compiled_fn(case, build, [floats], False)
-        t.notes.append(f"traced {how}")
-        before = len(t.failures)
-        compare_outputs(t, f"{name} compiled jvp", as_outputs(got), *_want_jvp(case, name))
-        if len(t.failures) > before:
-            t.fail(f"{name}: compiled jvp differs: the custom jvp was dropped (pytorch #192985)")
-
-    _compile_check(t, body)
-
-
-def _second_derivative(case: Case, outs: tuple, ins: Inputs) -> dict | None:
-    """d/d(inputs) of <gradient, v>: the gradient taken with create_graph=True, v fixed random; None when the
-    gradient is not differentiable."""
-    keys = ins.keys()
-    xs = [ins.get(k) for k in keys]
-    first = output_grads(outs, xs, case.seed, create_graph=True)
-    vs = incoming(tuple(first), case.seed + 3)
-    used = [(g, v) for g, v in zip(first, vs, strict=True) if g is not None and g.requires_grad]
-    if not used:
-        return None
-    dd = torch.autograd.grad([g for g, _ in used], xs, [v for _, v in used], allow_unused=True)
-    return dict(zip(keys, dd, strict=True))
-
-
-def check_compile_double_backward(case: Case, t: Tally) -> None:
-    """Double backward through torch.compile(fn) (create_graph=True; pytorch #181581, #183603): the gradient of
-    <gradient, v> equals the reference's, first sample. Where torch.compile cannot double-backward the plain-torch
-    reference either, the limit is PyTorch's, not fn's: n/a with the reason."""
-    name, s = first_sample(case)
-
-    def eager(f, inputs):
-        ins = leaves(inputs)
-        return _second_derivative(case, as_outputs(case.call(f, ins)), ins)
-
-    def compiled(f):
-        ins = leaves(s)
-        run, trace = compile_traced(on_floats(case, f, ins)[0])
-        return _second_derivative(case, as_outputs(run(*on_floats(case, f, ins)[1])), ins)
-
-    def body():
-        ins = leaves(s)
-        build = lambda f: on_floats(case, f, ins)[0]  # noqa: E731
-        (outs,), how = _compiled_fn(case, build, [on_floats(case, case.fn, ins)[1]], True)
-        try:
-            got = _second_derivative(case, as_outputs(outs), ins)
-        except RuntimeError as e:
-            _torch_limit(case, compiled, e)
-            raise
-        want = eager(case.want_fn(), s)
-        if want is None:
-            raise NotApplicable("the reference's gradient is not differentiable")
-        t.notes.append(f"traced {how}")
-        if got is None or any(got[k] is None and want[k] is not None for k in got):
-            _torch_limit(case, compiled, None)
-            t.fail(f"{name}: the compiled gradient is not differentiable (create_graph=True gave a constant)")
-            return
-        truth = eager(case.want_fn(), to_float64(s)) if case.dtype != torch.float64 else None
-        compare_grads(t, f"{name} compiled double backward", got, want, truth)
-
-    _compile_check(t, body)
-
-
-def _torch_limit(case: Case, compiled, error: Exception | None) -> None:
-    """NotApplicable when torch.compile fails the same way on the plain-torch reference (PyTorch's limit)."""
-    if case.reference is None:
-        return
-    try:
-        ref = compiled(case.reference)
-        failed_too = ref is None or any(v is None for v in ref.values())
-        reason = "no second derivative"
-    except RuntimeError as e:
-        failed_too, reason = True, str(e).strip().splitlines()[0]
-    if failed_too:
-        raise NotApplicable(f"torch.compile cannot double-backward the plain-torch reference either: {reason}")
-
-
-def check_compile_dynamic(case: Case, t: Tally) -> None:
-    """torch.compile(fn, dynamic=True) over two sample sizes: outputs and gradients equal the reference's."""
-    shapes = {}
-    for name, s in case.samples.items():
-        shapes.setdefault(tuple(tuple(x.shape) for x in s.tensors()), name)
-    if len(shapes) < 2:
-        raise NotApplicable("one sample shape (dynamic shapes need two)")
-    names = list(shapes.values())[:2]
-    sig = {n: tuple(case.samples[n].keys()) for n in names}
-    if sig[names[0]] != sig[names[1]]:
-        raise NotApplicable("the samples differ in which inputs are differentiable")
-
-    def body():
-        def build(f):
-            return lambda args, kwargs, state: case.call_with(f, list(args), dict(kwargs), dict(state))
-
-        ins = [leaves(case.samples[n]) for n in names]
-        results, how = _compiled_fn(case, build, [(i.args, i.kwargs, i.state) for i in ins], True, dynamic=True)
-        for name, i, outs in zip(names, ins, results, strict=True):
-            outs = as_outputs(outs)
-            if case.reference is not None:
-                compare_outputs(t, f"{name} dynamic", tuple(_detached(o) for o in outs), *want_outputs(case, name))
-            got = dict(zip(i.keys(), output_grads(outs, [i.get(k) for k in i.keys()], case.seed), strict=True))
-            compare_grads(t, f"{name} dynamic", got, *want_grads(case, name))
-        t.notes.append(f"traced {how}, samples {names}")
-
-    _compile_check(t, body)
 
 
 # --------------------------------------------------------------------------------------------- autocast and the rest
