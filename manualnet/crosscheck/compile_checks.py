@@ -70,11 +70,21 @@ class _NotCompiled(Exception):
     pass
 
 
+# Dynamo's reasons that hold for every Function of a kind, not for this one's code: the check is n/a, not a warning.
+# Dynamo refuses any Function that defines jvp; a region under torch.compiler.disable runs eagerly by its author's
+# choice.
+BY_DESIGN = ("Unsupported custom jvp", "torch.compiler.disable")
+
+
 def _compile_check(t: Tally, body) -> None:
-    """Run body; when Dynamo traced nothing, the check is a warning with Dynamo's reason, never a pass."""
+    """Run body; when Dynamo traced nothing, the check is n/a where the last reason is one of BY_DESIGN, else a
+    warning with Dynamo's reason: never a pass."""
     try:
         body()
     except _NotCompiled as e:
+        last = str(e).split("; ")[-1]  # the last way tried: as Cls.apply where fn is MyFn.apply
+        if any(m in last for m in BY_DESIGN):
+            raise NotApplicable(f"not traceable by Dynamo, by design: {e}") from e
         t.warnings.append(f"not compiled, nothing checked: {e}")
 
 
