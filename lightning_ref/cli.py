@@ -37,8 +37,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from lightning_ref.cache import DataMissingError
 from lightning_ref.callbacks import GradientCrossCheck, ModelCheckpoint, RunRecorder
-from lightning_ref.data import DataMissingError, ImageDataModule
+from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
 from lightning_ref.sources import DataFileError
