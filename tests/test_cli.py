@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ref.cli import PreloadedCheckpointIO, check_checkpoint, main
+from lightning_ref.cli import main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
+from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint
 from manualnet.functional import TwoLayerNetFn
 from manualnet.validate import UsageError
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_ref.cli import RECIPES, main, with_recipe
+from lightning_ref.cli import main
 from lightning_ref.data import SPECS
+from lightning_ref.recipe import RECIPES, with_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
