@@ -100,7 +100,9 @@ class ManualNetCLI(SubcommandHooks):
             raise UsageError("ckpt_path: predict needs a checkpoint (--ckpt_path FILE), got none")
         # Read once, here (before LightningCLI takes the checkpoint's hyperparameters into the config).
         self._ckpt = check_checkpoint(path) if path else None
-        self._given_model = given_model_options(sys.argv[1:] if args is None else list(args), self.recipe)
+        self._given_model = (
+            given_model_options(sys.argv[1:] if args is None else list(args), self.recipe) if sub else set()
+        )
 
     def apply_checkpoint_hyperparameters(self) -> None:
         """The checkpoint's hyperparameters into the config, from the checkpoint read once, after refusing a model
@@ -115,7 +117,7 @@ class ManualNetCLI(SubcommandHooks):
     def before_instantiate_classes(self) -> None:
         """Loggers left at their default save_dir follow trainer.default_root_dir; a logger that cannot be built is a
         one-line error now, before any work (not a traceback from inside the Trainer)."""
-        trainer = self.config[self.subcommand].trainer
+        trainer = self._run_config().trainer
         specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for spec in specs:
             if not isinstance(spec, Namespace):
@@ -130,9 +132,11 @@ class ManualNetCLI(SubcommandHooks):
                 why = f"{type(e).__name__}: {' '.join(str(e).split())}"
                 raise UsageError(f"trainer.logger: {spec.class_path} cannot be built ({why})") from None
 
+    def _run_config(self) -> Namespace:
+        """The config of the run: the subcommand's, or the whole config when the CLI was built without one."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def after_instantiate_classes(self) -> None:
-        if self.subcommand is None:
-            return
         trainer = self.trainer
         trainer.callbacks.append(self.recorder)
         if trainer.loggers:  # LearningRateMonitor needs a logger; the run's history records the rate anyway
@@ -143,7 +147,7 @@ class ManualNetCLI(SubcommandHooks):
             ckpt_cb.dirpath = str((run_dir / "checkpoints").resolve())
         preloaded = {}
         if self._ckpt is not None:
-            path = self.config[self.subcommand].ckpt_path
+            path = self._run_config().ckpt_path
             check_matches(self._ckpt, path, self.model, resume=self.subcommand == "fit")
             preloaded[path] = self._ckpt
         trainer.strategy.checkpoint_io = PreloadedCheckpointIO(preloaded)
@@ -190,6 +194,27 @@ class ManualNetCLI(SubcommandHooks):
         print(f"predictions: {path}", flush=True)
 
 
+def build_cli(args, recorder: RunRecorder, recipe: str | None = None, run: bool = True) -> ManualNetCLI:
+    """manualnet-train's LightningCLI on `args` (a list as on the command line, a config dict, or None: sys.argv).
+    run=True runs the subcommand the args name; run=False only builds the model, data module and Trainer (with the
+    CLI's callbacks, logger and run folder) from a config without a subcommand, for a caller that runs them."""
+    return ManualNetCLI(
+        TwoLayerClassifier,
+        ImageDataModule,
+        seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS,
+        auto_configure_optimizers=False,
+        save_config_callback=RunConfig,
+        save_config_kwargs={"save_to_log_dir": False},
+        # parse errors come to us as ArgumentError: main() prints them as one line
+        parser_kwargs={"exit_on_error": False, "description": __doc__.split("\n")[0]},
+        args=args,
+        run=run,
+        recorder=recorder,
+        recipe=recipe,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point manualnet-train: fit, validate, test or predict. A usage error (a bad option, missing or
     bad data, an unusable checkpoint) found before any work exits 2 with one line on stderr; any other exception, and
@@ -203,20 +228,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = chosen
     try:
-        ManualNetCLI(
-            TwoLayerClassifier,
-            ImageDataModule,
-            seed_everything_default=0,
-            trainer_defaults=TRAINER_DEFAULTS,
-            auto_configure_optimizers=False,
-            save_config_callback=RunConfig,
-            save_config_kwargs={"save_to_log_dir": False},
-            # parse errors come to us as ArgumentError: one line below
-            parser_kwargs={"exit_on_error": False, "description": __doc__.split("\n")[0]},
-            args=args,
-            recorder=recorder,
-            recipe=recipe,
-        )
+        build_cli(args, recorder, recipe)
     except (UsageError, DataMissingError, DataFileError, ArgumentError) as e:
         if recorder.started:  # past setup: a failure during the run keeps its traceback
             raise
