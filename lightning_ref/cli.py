@@ -21,11 +21,15 @@ other exception keeps its traceback.
 """
 
 import importlib
+import inspect
+import re
 import sys
 from pathlib import Path
 
+import lightning as L
 from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lightning_ref.cache import DataMissingError
@@ -34,7 +38,7 @@ from lightning_ref.data import ImageDataModule
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
-from lightning_ref.outputs import fit_metrics, write_fit_outputs, write_predictions
+from lightning_ref.outputs import PredictionsCSV, fit_metrics, write_fit_outputs
 from lightning_ref.recipe import with_recipe
 from lightning_ref.recorder import RunRecorder
 from lightning_ref.resume import (
@@ -69,6 +73,17 @@ TRAINER_DEFAULTS = {
 }
 
 
+# The config's groups and their classes; the model's options that the data module sets (linked).
+GROUPS = {
+    "trainer": L.Trainer,
+    "model": TwoLayerClassifier,
+    "data": ImageDataModule,
+    "checkpoint": LightningModelCheckpoint,
+    "crosscheck": GradientCrossCheck,
+}
+LINKED = {("model", "input_shape"), ("model", "num_classes")}
+
+
 class ManualNetCLI(SubcommandHooks):
     """LightningCLI with the data module's input shape and class count linked into the model, ModelCheckpoint and
     GradientCrossCheck as configurable groups, a run folder per run, checks before any work, and fit's test and
@@ -93,7 +108,10 @@ class ManualNetCLI(SubcommandHooks):
         parser.add_lightning_class_args(GradientCrossCheck, "crosscheck")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise UsageError(with_valid_keys(str(e))) from None
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
         if sub == "predict" and not path:
@@ -185,13 +203,26 @@ class ManualNetCLI(SubcommandHooks):
     def predict(self, **kwargs) -> None:
         """Predict the data module's predict_split with the checkpoint; write predictions.csv into the run folder and
         print its path."""
-        batches = self.trainer.predict(**kwargs)
+        path = self.recorder.run_dir / "predictions.csv"
+        self.trainer.callbacks.append(PredictionsCSV(path))
+        self.trainer.predict(**kwargs)
         if not self.trainer.is_global_zero:
             return
-        path = self.recorder.run_dir / "predictions.csv"
-        write_predictions(batches, path)
         sys.stdout.flush()
         print(f"predictions: {path}", flush=True)
+
+
+def with_valid_keys(message: str) -> str:
+    """A parse error's message, with the keys of the group of the unknown key it names (model.hiden: the model's
+    options), or the groups when the group itself is unknown."""
+    unknown = re.search(r"(?:option '|arguments: --)([\w.]+)", message)
+    if unknown is None:
+        return message
+    group, _, _ = unknown.group(1).partition(".")
+    if group not in GROUPS:
+        return f"{message} (expected a key under one of: {', '.join(GROUPS)})"
+    keys = [k for k in inspect.signature(GROUPS[group]).parameters if (group, k) not in LINKED]
+    return f"{message} (the {group} options: {', '.join(keys)})"
 
 
 def build_cli(args, recorder: RunRecorder, recipe: str | None = None, run: bool = True) -> ManualNetCLI:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.plots import plot_curves, plot_w1
@@ -56,17 +57,32 @@ def write_fit_outputs(run_dir: Path, metrics: dict, model, datamodule) -> Path:
     return path
 
 
-def write_predictions(batches: list, path: Path) -> None:
-    """predictions.csv from predict's batches of (p (N,C), y (N,)): one row per image in the split's order: index,
-    label, predicted class, then p_0..p_{C-1}."""
-    p = torch.cat([b[0] for b in batches]).float().cpu()
-    y = torch.cat([b[1] for b in batches]).cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(",".join(["index", "label", "predicted", *(f"p_{c}" for c in range(p.shape[1]))]) + "\n")
-        rows = zip(y.tolist(), p.argmax(1).tolist(), p.tolist(), strict=True)  # argmax: the first of ties
-        for i, (label, predicted, row) in enumerate(rows):
-            f.write(f"{i},{label},{predicted}," + ",".join(f"{v:.8g}" for v in row) + "\n")
+class PredictionsCSV(BasePredictionWriter):
+    """predictions.csv, written batch by batch as predict runs (so it needs no predictions kept in memory:
+    `--return_predictions false` works): one row per image in the split's order: index, label, predicted class,
+    then p_0..p_{C-1}, from predict_step's (p (N,C), y (N,)). Every rank predicts the whole split; rank 0 writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.path = path
+        self.rows = 0
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        if not trainer.is_global_zero:
+            return
+        p, y = prediction[0].float().cpu(), prediction[1].cpu()
+        if self.rows == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            header = ",".join(["index", "label", "predicted", *(f"p_{c}" for c in range(p.shape[1]))])
+            self.path.write_text(header + "\n")
+        with open(self.path, "a") as f:
+            rows = zip(y.tolist(), p.argmax(1).tolist(), p.tolist(), strict=True)  # argmax: the first of ties
+            for i, (label, predicted, row) in enumerate(rows, start=self.rows):
+                f.write(f"{i},{label},{predicted}," + ",".join(f"{v:.8g}" for v in row) + "\n")
+        self.rows += len(y)
 
 
 def number(v: object) -> float | None:

@@ -142,14 +142,12 @@ def test_fit_with_two_loggers_writes_to_both_and_uses_the_first_ones_folder(here
 
 
 def test_fit_with_a_tensorboard_logger_writes_its_event_file_and_the_run_record(here, fake_cifar10, capsys):
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        pytest.skip("neither tensorboard nor tensorboardX is installed: Lightning's TensorBoardLogger needs one")
     main(
         ["fit", *cifar_args(fake_cifar10), *TINY, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
         + ["--trainer.logger.save_dir", "tb", "--trainer.enable_progress_bar", "false"]
     )
     run = run_of(capsys.readouterr().out)
-    assert run == Path("tb", "lightning_logs", "version_0")
+    assert run == Path("tb", "manualnet", "version_0")  # the default logger's name carries over to the new class
     assert list(run.glob("events.out.tfevents.*")) and (run / "metrics.json").is_file()
 
 
@@ -194,6 +192,13 @@ def test_predict_writes_the_test_splits_classes_and_probabilities_as_the_checkpo
     assert [int(r[2]) for r in rows[1:]] == p.argmax(1).tolist()
     assert [int(r[1]) for r in rows[1:]] == dm.y_test.tolist()
     assert [int(r[0]) for r in rows[1:]] == list(range(200))
+
+    # Without the predictions kept in memory, in batches of 64: the same file (written batch by batch).
+    args = ["predict", *cifar_args(fake_cifar10), *TINY, "--ckpt_path", str(best), "--trainer.enable_progress_bar"]
+    main([*args, "false", "--return_predictions", "false", "--data.eval_batch_size", "64"])
+    again = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("predictions: "))
+    assert again.resolve() == saved_run.parent / "version_2" / "predictions.csv"
+    assert again.read_text() == path.read_text()
 
 
 def test_make_train_without_cifar10_stops_with_one_line_naming_the_missing_path(tmp_path):

@@ -119,7 +119,24 @@ def test_a_recipe_with_an_unknown_key_exits_2_naming_it_before_any_run(tmp_path,
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("manualnet-train: error: ") and "'model.hiden'" in err[0]
+    assert "(the model options: impl, hidden, seed, optimizer, lr," in err[0]  # the keys it could have been
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, listed",
+    [
+        (["--model.hiden", "64"], "(the model options: impl, hidden, seed,"),
+        (["--data.flop", "true"], "(the data options: dataset, root, batch_size,"),
+        (["--modle.hidden", "64"], "(expected a key under one of: trainer, model, data, checkpoint, crosscheck)"),
+    ],
+)
+def test_an_unknown_option_exits_2_listing_the_valid_keys(args, listed, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--data.dataset", "synthetic", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("manualnet-train: error: ") and listed in err[-1] and args[0] in err[-1]
 
 
 def readme_commands() -> list[list[str]]:
