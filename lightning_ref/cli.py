@@ -28,13 +28,13 @@ from pathlib import Path
 
 import lightning as L
 from jsonargparse import ArgumentError, Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lightning_ref.cache import DataMissingError
 from lightning_ref.checkpoint import ModelCheckpoint
 from lightning_ref.data import ImageDataModule
+from lightning_ref.defaults import CHECKPOINT_DEFAULTS, ROOT_DIR, SEED, TRAINER_DEFAULTS, run_callbacks
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
@@ -48,30 +48,9 @@ from lightning_ref.resume import (
     check_model_options,
     given_model_options,
 )
-from lightning_ref.run_folder import RUN_NAME, RunConfig, check_writable, discard_unused_run_dir, run_folder
+from lightning_ref.run_folder import RunConfig, check_writable, discard_unused_run_dir, run_folder
 from lightning_ref.sources import DataFileError
 from manualnet.validate import UsageError
-
-# The default logger's save_dir: replaced by trainer.default_root_dir when the run starts (a logger's save_dir follows
-# default_root_dir unless it is set).
-ROOT_DIR = "<trainer.default_root_dir>"
-# ModelCheckpoint's defaults here: the best epoch by val_acc, and last.ckpt.
-CHECKPOINT_DEFAULTS = {
-    "monitor": "val_acc",
-    "mode": "max",
-    "save_last": True,
-    "filename": "best-epoch{epoch:03d}-val_acc{val_acc:.4f}",
-    "auto_insert_metric_name": False,
-}
-TRAINER_DEFAULTS = {
-    "default_root_dir": "runs",
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
-        "init_args": {"save_dir": ROOT_DIR, "name": RUN_NAME},
-    },
-    "devices": 1,  # not Lightning's "auto" (every GPU): several devices change the global batch (DDP)
-}
-
 
 # The config's groups and their classes; the model's options that the data module sets (linked).
 GROUPS = {
@@ -118,9 +97,7 @@ class ManualNetCLI(SubcommandHooks):
             raise UsageError("ckpt_path: predict needs a checkpoint (--ckpt_path FILE), got none")
         # Read once, here (before LightningCLI takes the checkpoint's hyperparameters into the config).
         self._ckpt = check_checkpoint(path) if path else None
-        self._given_model = (
-            given_model_options(sys.argv[1:] if args is None else list(args), self.recipe) if sub else set()
-        )
+        self._given_model = given_model_options(sys.argv[1:] if args is None else list(args), self.recipe)
 
     def apply_checkpoint_hyperparameters(self) -> None:
         """The checkpoint's hyperparameters into the config, from the checkpoint read once, after refusing a model
@@ -135,7 +112,7 @@ class ManualNetCLI(SubcommandHooks):
     def before_instantiate_classes(self) -> None:
         """Loggers left at their default save_dir follow trainer.default_root_dir; a logger that cannot be built is a
         one-line error now, before any work (not a traceback from inside the Trainer)."""
-        trainer = self._run_config().trainer
+        trainer = self.config[self.subcommand].trainer
         specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for spec in specs:
             if not isinstance(spec, Namespace):
@@ -150,22 +127,18 @@ class ManualNetCLI(SubcommandHooks):
                 why = f"{type(e).__name__}: {' '.join(str(e).split())}"
                 raise UsageError(f"trainer.logger: {spec.class_path} cannot be built ({why})") from None
 
-    def _run_config(self) -> Namespace:
-        """The config of the run: the subcommand's, or the whole config when the CLI was built without one."""
-        return self.config[self.subcommand] if self.subcommand else self.config
-
     def after_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
         trainer = self.trainer
-        trainer.callbacks.append(self.recorder)
-        if trainer.loggers:  # LearningRateMonitor needs a logger; the run's history records the rate anyway
-            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        trainer.callbacks.extend(run_callbacks(self.recorder, with_logger=bool(trainer.loggers)))
         run_dir = self._new_run_folder()
         ckpt_cb = trainer.checkpoint_callback
         if ckpt_cb is not None and ckpt_cb.dirpath is None:  # the checkpoints go into the run folder
             ckpt_cb.dirpath = str((run_dir / "checkpoints").resolve())
         preloaded = {}
         if self._ckpt is not None:
-            path = self._run_config().ckpt_path
+            path = self.config[self.subcommand].ckpt_path
             check_matches(self._ckpt, path, self.model, resume=self.subcommand == "fit")
             preloaded[path] = self._ckpt
         trainer.strategy.checkpoint_io = PreloadedCheckpointIO(preloaded)
@@ -225,14 +198,12 @@ def with_valid_keys(message: str) -> str:
     return f"{message} (the {group} options: {', '.join(keys)})"
 
 
-def build_cli(args, recorder: RunRecorder, recipe: str | None = None, run: bool = True) -> ManualNetCLI:
-    """manualnet-train's LightningCLI on `args` (a list as on the command line, a config dict, or None: sys.argv).
-    run=True runs the subcommand the args name; run=False only builds the model, data module and Trainer (with the
-    CLI's callbacks, logger and run folder) from a config without a subcommand, for a caller that runs them."""
+def build_cli(args, recorder: RunRecorder, recipe: str | None = None) -> ManualNetCLI:
+    """manualnet-train's LightningCLI on `args` (as on the command line; None: sys.argv), run."""
     return ManualNetCLI(
         TwoLayerClassifier,
         ImageDataModule,
-        seed_everything_default=0,
+        seed_everything_default=SEED,
         trainer_defaults=TRAINER_DEFAULTS,
         auto_configure_optimizers=False,
         save_config_callback=RunConfig,
@@ -240,7 +211,6 @@ def build_cli(args, recorder: RunRecorder, recipe: str | None = None, run: bool 
         # parse errors come to us as ArgumentError: main() prints them as one line
         parser_kwargs={"exit_on_error": False, "description": __doc__.split("\n")[0]},
         args=args,
-        run=run,
         recorder=recorder,
         recipe=recipe,
     )

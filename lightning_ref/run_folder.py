@@ -7,9 +7,8 @@ from pathlib import Path
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from lightning_ref.defaults import RUN_NAME
 from manualnet.validate import UsageError
-
-RUN_NAME = "manualnet"  # runs/<RUN_NAME>/version_k
 
 
 class RunConfig(SaveConfigCallback):

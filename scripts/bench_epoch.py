@@ -1,7 +1,7 @@
 """The epoch benchmark: one epoch of generated CIFAR-sized images three ways, interleaved, compared by their medians.
 
 The epochs: 50,000 images (dataset="synthetic"), batch 512, H=512, augmentation on, each --epoch-repeats times (3):
-the Lightning fit as manualnet-train builds it, from the CLI's own configuration and callbacks (lightning_s: the
+the Lightning fit as manualnet-train builds it, from the CLI's own defaults and callbacks (lightning_s: the
 second epoch of a two-epoch fit, first training batch to last, so neither the sanity check, validation nor the
 checkpoint write); a bare loop over the same pre-loaded uint8 tensors through the same batches
 (lightning_ref.TensorBatches: shuffle, crop/flip, normalise) with the same net, optimiser and schedule (bare_s); and
@@ -66,26 +66,33 @@ class EpochTimer(L.Callback):
 
 
 def lightning_fit(dm, device: torch.device, hidden: int, epochs: int, compile: bool = False) -> dict:
-    """A Lightning fit of `epochs` epochs as manualnet-train builds it (lightning_ref.cli.build_cli: its defaults,
-    callbacks, logger and run folder, here in a temporary folder), on the set-up data module `dm`, each epoch's
-    training part timed. Not the end-of-fit test and pictures."""
-    from lightning_ref import RunRecorder
-    from lightning_ref.cli import build_cli
+    """A Lightning fit of `epochs` epochs built as manualnet-train builds one (lightning_ref.defaults: its seed,
+    Trainer defaults, ModelCheckpoint, GradientCrossCheck and the callbacks every run gets; its CSVLogger, here in a
+    temporary folder), on the set-up data module `dm`, each epoch's training part timed. Not the end-of-fit test and
+    pictures. The Trainer API only: no jsonargparse needed."""
+    from lightning.pytorch.loggers import CSVLogger
 
+    from lightning_ref import GradientCrossCheck, ModelCheckpoint, RunRecorder, TwoLayerClassifier
+    from lightning_ref.defaults import CHECKPOINT_DEFAULTS, RUN_NAME, SEED, TRAINER_DEFAULTS, run_callbacks
+
+    L.seed_everything(SEED, verbose=False)
+    model = TwoLayerClassifier(impl="manual", hidden=hidden, compile=compile)  # shape and classes: from dm
     timer = EpochTimer(device)
     with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "trainer": {"max_epochs": epochs, "accelerator": device.type, "default_root_dir": tmp},
-            "model": {"impl": "manual", "hidden": hidden, "compile": compile},
-            "data": {"dataset": dm.dataset, "batch_size": dm.batch_size, "val_size": dm.val_size},
-        }
-        with contextlib.redirect_stdout(sys.stderr):  # Lightning's messages and progress bar: stdout is for results
-            cli = build_cli(config, RunRecorder(), run=False)
-            cli.trainer.callbacks.append(timer)
-            t0 = time.perf_counter()
-            cli.trainer.fit(cli.model, datamodule=dm)
-            fit_s = time.perf_counter() - t0
-    steps = cli.trainer.num_training_batches
+        callbacks = [ModelCheckpoint(**CHECKPOINT_DEFAULTS), GradientCrossCheck(), *run_callbacks(RunRecorder(), True)]
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=device.type,
+            devices=TRAINER_DEFAULTS["devices"],
+            default_root_dir=tmp,
+            logger=CSVLogger(tmp, name=RUN_NAME),
+            callbacks=[*callbacks, timer],
+        )
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):  # the progress bar: stdout is for the results
+            trainer.fit(model, datamodule=dm)
+        fit_s = time.perf_counter() - t0
+    steps = trainer.num_training_batches
     return {
         "epoch_train_s": timer.train_s,
         "samples_per_s": [steps * dm.batch_size / t for t in timer.train_s],
