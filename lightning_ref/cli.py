@@ -8,7 +8,8 @@
     manualnet-train fit --data.dataset mnist --print_config       # every option, as the mnist recipe sets it
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
-says so on stderr; options given on the command line override it, and --config FILE replaces it.
+says so on stderr: its values are the defaults, options given on the command line override them, and --config FILE
+replaces the recipe.
 
 Every run writes into a new folder under trainer.default_root_dir (runs/): the first logger's version folder when it
 is a CSV or TensorBoard logger (runs/manualnet/version_k with the default CSVLogger, whose save_dir follows
@@ -39,14 +40,14 @@ from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.outputs import PredictionsCSV, fit_metrics, write_fit_outputs
-from lightning_ref.recipe import with_recipe
+from lightning_ref.recipe import recipe_defaults, recipe_for
 from lightning_ref.recorder import RunRecorder
 from lightning_ref.resume import (
     PreloadedCheckpointIO,
     check_checkpoint,
     check_matches,
     check_model_options,
-    given_model_options,
+    same,
 )
 from lightning_ref.run_folder import RunConfig, check_writable, discard_unused_run_dir, run_folder
 from lightning_ref.sources import DataFileError
@@ -68,9 +69,10 @@ class ManualNetCLI(SubcommandHooks):
     GradientCrossCheck as configurable groups, a run folder per run, checks before any work, and fit's test and
     outputs (run_folder, resume and outputs do the work)."""
 
-    def __init__(self, *args, recorder: RunRecorder, recipe: str | None = None, **kwargs) -> None:
+    def __init__(self, *args, recorder: RunRecorder, recipe: Path | None = None, **kwargs) -> None:
         self.recorder = recorder  # set before LightningCLI runs the subcommand inside its __init__
-        self.recipe = recipe  # the recipe main() chose (not one the user gave)
+        self.recipe = recipe  # the recipe whose values are the defaults (main() chose it: no --config given)
+        self._model_defaults: dict[str, dict] = {}  # per subcommand: the model options' defaults, recipe included
         super().__init__(*args, **kwargs)
 
     def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
@@ -78,6 +80,10 @@ class ManualNetCLI(SubcommandHooks):
             parser.add_argument(
                 "--test", type=bool, default=True, help="after the fit, test the best checkpoint (false: fit only)"
             )
+        if self.recipe is not None:
+            parser.set_defaults(recipe_defaults(self.recipe))
+        keys = [k for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
+        self._model_defaults[subcommand] = {k: parser.get_default(f"model.{k}") for k in keys}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
@@ -97,15 +103,15 @@ class ManualNetCLI(SubcommandHooks):
             raise UsageError("ckpt_path: predict needs a checkpoint (--ckpt_path FILE), got none")
         # Read once, here (before LightningCLI takes the checkpoint's hyperparameters into the config).
         self._ckpt = check_checkpoint(path) if path else None
-        self._given_model = given_model_options(sys.argv[1:] if args is None else list(args), self.recipe)
 
     def apply_checkpoint_hyperparameters(self) -> None:
         """The checkpoint's hyperparameters into the config, from the checkpoint read once, after refusing a model
-        option the user gave that contradicts them."""
+        option the user set (away from its default, on the command line or in a --config) that contradicts them."""
         if self._ckpt is None:
             return
-        sub = self.config.subcommand
-        given = {key: self.config[sub].model.get(key) for key in self._given_model}
+        sub, model = self.config.subcommand, self.config[self.config.subcommand].model
+        defaults = self._model_defaults[sub]
+        given = {k: model.get(k) for k, default in defaults.items() if not same(model.get(k), default)}
         hp = check_model_options(self._ckpt, self.config[sub].ckpt_path, given)
         self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
 
@@ -198,7 +204,7 @@ def with_valid_keys(message: str) -> str:
     return f"{message} (the {group} options: {', '.join(keys)})"
 
 
-def build_cli(args, recorder: RunRecorder, recipe: str | None = None) -> ManualNetCLI:
+def build_cli(args, recorder: RunRecorder, recipe: Path | None = None) -> ManualNetCLI:
     """manualnet-train's LightningCLI on `args` (as on the command line; None: sys.argv), run."""
     return ManualNetCLI(
         TwoLayerClassifier,
@@ -221,13 +227,9 @@ def main(args: list[str] | None = None) -> None:
     bad data, an unusable checkpoint) found before any work exits 2 with one line on stderr; any other exception, and
     any raised once work has begun, keeps its traceback."""
     recorder = RunRecorder()
-    given = sys.argv[1:] if args is None else list(args)
-    chosen = with_recipe(given)
-    recipe = chosen[chosen.index("--config") + 1] if chosen != given else None
-    if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
-        sys.argv[1:] = chosen
-    else:
-        args = chosen
+    recipe = recipe_for(sys.argv[1:] if args is None else list(args))
+    if recipe is not None:
+        print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
     try:
         build_cli(args, recorder, recipe)
     except (UsageError, DataMissingError, DataFileError, ArgumentError) as e:

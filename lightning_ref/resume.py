@@ -4,7 +4,6 @@ torch.load(weights_only=True) on every path; a model option that contradicts the
 import os
 
 import torch
-import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from lightning_ref.module import TwoLayerClassifier
@@ -66,7 +65,7 @@ def check_model_options(ckpt: dict, path: str, given: dict[str, object]) -> dict
     key -> value) that contradicts them."""
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "_instantiator"}
     for key, value in given.items():
-        if key in hp and _plain(value) != _plain(hp[key]):
+        if key in hp and not same(value, hp[key]):
             raise UsageError(
                 f"model.{key}: the checkpoint {path} has {hp[key]!r}, got {value!r} "
                 f"(a checkpoint's model is used as it was saved: drop --model.{key} or give {hp[key]!r})"
@@ -74,19 +73,10 @@ def check_model_options(ckpt: dict, path: str, given: dict[str, object]) -> dict
     return hp
 
 
-def given_model_options(args: list[str], recipe: str | None) -> set[str]:
-    """The model.* keys the user set: --model.KEY on the command line, or `model:` keys in a --config file they
-    gave (not the `recipe` main() chose for them)."""
-    keys = {a.removeprefix("--model.").split("=")[0] for a in args if a.startswith("--model.")}
-    for a, b in zip(args, [*args[1:], None], strict=True):
-        if a in ("--config", "-c") and b is not None and b != recipe and os.path.isfile(b):
-            with open(b) as f:
-                config = yaml.safe_load(f) or {}
-            model = config.get("model") if isinstance(config, dict) else None
-            keys |= set(model) if isinstance(model, dict) else set()
-    return keys
+def same(a: object, b: object) -> bool:
+    """Whether two option values are equal, tuples and lists alike (a checkpoint and a parsed config hold either)."""
+    return _plain(a) == _plain(b)
 
 
 def _plain(v: object) -> object:
-    """A value with tuples as lists (a checkpoint and a parsed config may hold either)."""
     return list(v) if isinstance(v, tuple) else v

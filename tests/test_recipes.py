@@ -12,7 +12,7 @@ import yaml
 
 from lightning_ref.cli import main
 from lightning_ref.data import SPECS
-from lightning_ref.recipe import RECIPES, with_recipe
+from lightning_ref.recipe import RECIPES, recipe_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,20 +84,13 @@ def test_command_line_options_override_the_recipe_and_a_config_replaces_it(tmp_p
     assert config["trainer.max_epochs"] == 7 and "recipe" not in err
 
 
-def test_with_recipe_inserts_the_recipe_right_after_the_subcommand_only_without_a_config():
-    recipe = str(RECIPES / "mnist.yaml")
-    assert with_recipe(["fit", "--data.dataset", "mnist", "--x", "1"]) == [
-        "fit",
-        "--config",
-        recipe,
-        "--data.dataset",
-        "mnist",
-        "--x",
-        "1",
-    ]
-    assert with_recipe(["fit", "--config", "a.yaml", "--data.dataset", "mnist"])[1:3] == ["--config", "a.yaml"]
-    assert with_recipe(["--help"]) == ["--help"]
-    assert with_recipe(["fit", "--data.dataset", "cifar11"]) == ["fit", "--data.dataset", "cifar11"]
+def test_the_recipe_is_the_named_data_sets_and_only_without_a_config():
+    assert recipe_for(["fit", "--data.dataset", "mnist", "--x", "1"]) == RECIPES / "mnist.yaml"
+    assert recipe_for(["fit", "--data.dataset=fashion-mnist"]) == RECIPES / "fashion-mnist.yaml"
+    assert recipe_for(["fit"]) == RECIPES / "cifar10.yaml"
+    assert recipe_for(["fit", "--config", "a.yaml", "--data.dataset", "mnist"]) is None
+    assert recipe_for(["--help"]) is None
+    assert recipe_for(["fit", "--data.dataset", "cifar11"]) is None
 
 
 @pytest.mark.parametrize("dataset", list(SPECS))
