@@ -72,6 +72,7 @@ class ManualNetCLI(SubcommandHooks):
     def __init__(self, *args, recorder: RunRecorder, recipe: Path | None = None, **kwargs) -> None:
         self.recorder = recorder  # set before LightningCLI runs the subcommand inside its __init__
         self.recipe = recipe  # the recipe whose values are the defaults (main() chose it: no --config given)
+        self._recipe_defaults = recipe_defaults(recipe) if recipe is not None else {}
         self._model_defaults: dict[str, dict] = {}  # per subcommand: the model options' defaults, recipe included
         super().__init__(*args, **kwargs)
 
@@ -80,8 +81,7 @@ class ManualNetCLI(SubcommandHooks):
             parser.add_argument(
                 "--test", type=bool, default=True, help="after the fit, test the best checkpoint (false: fit only)"
             )
-        if self.recipe is not None:
-            parser.set_defaults(recipe_defaults(self.recipe))
+        parser.set_defaults(self._recipe_defaults)
         keys = [k for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
         self._model_defaults[subcommand] = {k: parser.get_default(f"model.{k}") for k in keys}
 

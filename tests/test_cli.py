@@ -288,6 +288,7 @@ BAD = [
     (["--trainer.logger", "{unbuildable}"], "cannot be built (ModuleNotFoundError"),
     (["--trainer.default_root_dir", "{under_a_file}"], "trainer.default_root_dir: cannot write"),
     (["--ckpt_path", "{last}", "--model.hidden", "32"], "model.hidden: the checkpoint {last} has 16, got 32"),
+    (["--ckpt_path", "{last}", "--config", "{hidden_32}"], "model.hidden: the checkpoint {last} has 16, got 32"),
     (
         ["--ckpt_path", "{last}", "--trainer.max_epochs", "3"],
         "trainer.max_epochs: the checkpoint's learning-rate",
@@ -299,6 +300,11 @@ BAD = [
     (["--ckpt_path", "{foreign}"], "is not a Lightning checkpoint (missing state_dict, hyper_parameters"),
     (["--ckpt_path", "{other_shapes}"], "does not fit this model"),
 ]
+
+
+def written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def unbuildable_logger() -> str:
@@ -325,6 +331,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_saved_files_alone(
         "{truncated}": str(truncated(saved_run.parent.parent.parent / "truncated.ckpt", last)),
         "{foreign}": str(foreign(saved_run.parent.parent.parent / "foreign.ckpt")),
         "{other_shapes}": str(other_shapes(saved_run.parent.parent.parent / "other.ckpt", last)),
+        "{hidden_32}": str(written(saved_run.parent.parent.parent / "hidden_32.yaml", "model:\n  hidden: 32\n")),
     }
     args = [files.get(a, a) for a in bad]
     message = message.replace("{last}", str(last))
