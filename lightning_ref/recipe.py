@@ -39,15 +39,15 @@ def recipe_defaults(recipe: Path) -> dict[str, object]:
     tree = yaml.safe_load(recipe.read_text()) or {}
     if not isinstance(tree, dict):
         raise UsageError(f"recipe: expected a mapping of options in {recipe}, got {type(tree).__name__}")
-    return _flat(tree)
+    return flat(tree)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+def flat(tree: dict, prefix: str = "") -> dict[str, object]:
     """{"data": {"flip": True}} -> {"data.flip": True}; a class spec ({"class_path": ...}) stays one value."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict) and "class_path" not in value:
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

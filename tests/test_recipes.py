@@ -12,20 +12,9 @@ import yaml
 
 from lightning_ref.cli import main
 from lightning_ref.data import SPECS
-from lightning_ref.recipe import RECIPES, recipe_for
+from lightning_ref.recipe import RECIPES, flat, recipe_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{"data": {"flip": True}} -> {"data.flip": True}."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and "class_path" not in v:
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def resolved(args: list[str], capsys) -> tuple[dict[str, object], str]:
