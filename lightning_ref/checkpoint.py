@@ -18,8 +18,6 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
-from lightning_ref.outputs import number
-
 # The state that names the best checkpoints (dropped when the best one is not found).
 BEST_KEYS = ("best_k_models", "kth_best_model_path", "kth_value")
 
@@ -72,10 +70,10 @@ class ModelCheckpoint(LightningModelCheckpoint):
             self._carry = (found, Path(new)) if found.resolve() != Path(new).resolve() else None
             return
         if old and self._global_zero:
+            value = None if score is None else float(score)
             print(
-                f"manualnet-train: note: the best checkpoint before the stop ({old}, {self.monitor} "
-                f"{number(score)}) is neither there nor beside {self._resumed_from}: the best is tracked again from "
-                "the resumed epochs",
+                f"manualnet-train: note: the best checkpoint before the stop ({old}, {self.monitor} {value}) is "
+                f"neither there nor beside {self._resumed_from}: the best is tracked again from the resumed epochs",
                 file=sys.stderr,
             )
         for key in BEST_KEYS:
