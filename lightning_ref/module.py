@@ -27,7 +27,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_ref.callbacks import GradientCrossCheck
+from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
 from manualnet.validate import UsageError, check_int
@@ -49,15 +49,17 @@ def _check_real(name: str, value: object, low: float, high: float, *, low_open: 
 class TwoLayerClassifier(L.LightningModule):
     """x -> affine(w1, b1) -> ReLU -> affine(w2, b2) -> scores, trained on softmax cross-entropy.
 
-    input_shape (C,H,W) and num_classes come from the data module (the CLI links them); every other argument is a
-    hyperparameter. All are saved in checkpoints (save_hyperparameters), so load_from_checkpoint rebuilds the model.
+    input_shape (C,H,W) and num_classes come from the data module: the CLI links them, and when they are left out
+    (None) the module takes them from the trainer's data module (its `input_shape` and `num_classes`) when the fit,
+    test or predict starts (configure_model). Every other argument is a hyperparameter. All are saved in checkpoints
+    (save_hyperparameters), so load_from_checkpoint rebuilds the model.
     momentum and nesterov are SGD's (AdamW keeps its default betas); weight_decay applies to w1 and w2 only.
     """
 
     def __init__(
         self,
-        input_shape: tuple[int, int, int],
-        num_classes: int,
+        input_shape: tuple[int, int, int] | None = None,
+        num_classes: int | None = None,
         impl: Literal["manual", "autograd"] = "manual",
         hidden: int = 2048,
         seed: int = 0,
@@ -70,11 +72,6 @@ class TwoLayerClassifier(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
-            raise UsageError(f"input_shape: expected (channels, height, width), got {input_shape!r}")
-        for i, size in enumerate(input_shape):
-            check_int(f"input_shape[{i}]", size, 1)
-        check_int("num_classes", num_classes, 2)
         _check_choice("impl", impl, ("manual", "autograd"))
         check_int("hidden", hidden, 1)
         check_int("seed", seed, 0)
@@ -90,14 +87,25 @@ class TwoLayerClassifier(L.LightningModule):
                 f"nesterov: expected momentum > 0 for Nesterov SGD, got nesterov=True with momentum={momentum}"
             )
         self.save_hyperparameters()
-        self.input_shape = tuple(input_shape)
         self.impl = impl
         self.automatic_optimization = not compile  # compiled: the module steps its optimizer in the compiled step
         self._compiled_step = None  # torch.compile(self._train_step), made on the first step
+        self._checkpoint_schedule: int | None = None  # the schedule length of the checkpoint a fit resumes from
+        self.net: torch.nn.Module | None = None
+        if input_shape is not None or num_classes is not None:
+            self._build(input_shape, num_classes)
 
+    def _build(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        """The net and the per-split metrics for images of input_shape (C,H,W) in num_classes classes."""
+        if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
+            raise UsageError(f"input_shape: expected (channels, height, width), got {input_shape!r}")
+        for i, size in enumerate(input_shape):
+            check_int(f"input_shape[{i}]", size, 1)
+        check_int("num_classes", num_classes, 2)
+        self.input_shape = tuple(input_shape)
         # The same seeded weights for both impls: w1 ~ N(0, 2/D), w2 ~ N(0, 1/H), biases 0 (TwoLayerNet's init).
-        net = TwoLayerNet(math.prod(input_shape), hidden, num_classes, seed=seed)
-        self.net = net if impl == "manual" else reference_from(net)
+        net = TwoLayerNet(math.prod(input_shape), self.hparams.hidden, num_classes, seed=self.hparams.seed)
+        self.net = net if self.impl == "manual" else reference_from(net)
 
         # The epoch's mean training loss, over all ranks. nan_strategy="disable": the NaN check reads the loss to the
         # host (a device sync every step); a NaN loss shows in the epoch mean instead.
@@ -110,6 +118,20 @@ class TwoLayerClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
+    def configure_model(self) -> None:
+        """Without input_shape and num_classes, take them from the trainer's data module (before any weights are
+        restored from a checkpoint); they are then saved with the other hyperparameters."""
+        if self.net is not None:
+            return
+        dm = self.trainer.datamodule
+        if dm is None or getattr(dm, "input_shape", None) is None or getattr(dm, "num_classes", None) is None:
+            raise UsageError(
+                "input_shape: expected TwoLayerClassifier(input_shape, num_classes) or a data module with input_shape "
+                f"and num_classes (trainer.fit(model, datamodule=dm)), got neither (data module: {dm!r})"
+            )
+        self.hparams.input_shape, self.hparams.num_classes = tuple(dm.input_shape), dm.num_classes
+        self._build(tuple(dm.input_shape), dm.num_classes)
+
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.compile and self.trainer.world_size > 1:
             raise UsageError(
@@ -118,12 +140,15 @@ class TwoLayerClassifier(L.LightningModule):
             )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        schedules = checkpoint.get("lr_schedulers") or [{}]
+        self._checkpoint_schedule = schedules[0].get("total_steps", schedules[0].get("T_max"))
+
+    def on_fit_start(self) -> None:
         """A resumed fit continues the checkpoint's learning-rate schedule: refuse it (before any step or sanity
-        check; the data is set up by now) unless its length is this run's number of optimizer steps."""
-        if self._trainer is None or self.trainer.state.fn != "fit" or not checkpoint.get("lr_schedulers"):
+        check) unless its length is this run's number of optimizer steps."""
+        planned = self._checkpoint_schedule
+        if not self.trainer.ckpt_path or planned is None:
             return
-        state = checkpoint["lr_schedulers"][0]
-        planned = state.get("total_steps", state.get("T_max"))
         steps = int(self.trainer.estimated_stepping_batches)
         if planned != steps:
             raise UsageError(
@@ -170,11 +195,12 @@ class TwoLayerClassifier(L.LightningModule):
             mode = "reduce-overhead" if x.device.type == "cuda" else None  # CUDA graphs on a GPU
             self._compiled_step = torch.compile(self._train_step, mode=mode)
         torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be overwritten
-        # What LightningOptimizer.step does around the optimizer's step: count it (trainer.global_step, which
+        # Counted as LightningOptimizer.step counts a step in manual optimization (trainer.global_step, which
         # max_steps, logging and checkpointing go by).
-        lightning_opt._on_before_step()
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
         loss, s2 = self._compiled_step(x, y, opt)
-        lightning_opt._on_after_step()
+        progress.increment_completed()
         self.lr_schedulers().step()
         # CUDA graph outputs are overwritten by the graph's next replay: keep copies (a scalar and (N,C) values).
         return loss.clone(), s2.clone()
@@ -211,6 +237,11 @@ class TwoLayerClassifier(L.LightningModule):
         self.log("test_acc", self.test_acc, on_epoch=True)
 
     def configure_optimizers(self) -> dict:
+        return self.optimizer_and_schedule(int(self.trainer.estimated_stepping_batches))
+
+    def optimizer_and_schedule(self, steps: int) -> dict:
+        """configure_optimizers' answer for a fit of `steps` optimizer steps: the optimizer, and the schedule stepped
+        after every optimizer step."""
         hp = self.hparams
         # Weight decay on the weight matrices w1, w2 only; not on the biases b1, b2.
         params = list(self.net.parameters())
@@ -218,8 +249,8 @@ class TwoLayerClassifier(L.LightningModule):
             {"params": [p for p in params if p.dim() > 1], "weight_decay": hp.weight_decay},
             {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
         ]
-        # fused: one pass over each parameter, no temporaries. The unfused CPU step allocates a new (D,H) tensor for
-        # the weight decay and another for the Nesterov term every step, which took ~18 ms of a ~60 ms step at H=2048.
+        # fused: one pass over each parameter, no temporaries (the unfused CPU step allocates a new (D,H) tensor for
+        # the weight decay and another for the Nesterov term every step).
         # Compiled: not fused (compile can't trace the fused kernel, it would run eagerly; inductor fuses the plain
         # step itself), and lr a tensor on the parameters' device, which the schedule fills in place: a Python float
         # would be a constant of the compiled graph, recompiled at every new value.
@@ -231,7 +262,6 @@ class TwoLayerClassifier(L.LightningModule):
         else:
             capturable = hp.compile and self.device.type == "cuda"
             opt = torch.optim.AdamW(groups, lr=lr, fused=fused, capturable=capturable)
-        steps = int(self.trainer.estimated_stepping_batches)
         if hp.schedule == "onecycle":
             # lr/25 -> lr over 15% of the steps, then -> lr/25/1e4; momentum stays as configured.
             sched = torch.optim.lr_scheduler.OneCycleLR(

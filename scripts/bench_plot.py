@@ -12,8 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
-
-VARIANTS = ("manual", "autograd", "autograd_compiled", "manual_compiled")
+from bench_step import VARIANTS  # noqa: E402
 
 
 def plot_step_times(results: dict, png: str | Path) -> None:

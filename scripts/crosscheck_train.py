@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from _args import positive_int
 
-from lightning_ref.data import DataMissingError, ImageDataModule
+from lightning_ref.cache import DataMissingError
+from lightning_ref.data import ImageDataModule
 from lightning_ref.reference import reference_from, reference_weights
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import compare

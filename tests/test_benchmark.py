@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+spec.loader.exec_module(benchmark)  # puts scripts/ on sys.path: the bench_* modules beside it
+import bench_step  # noqa: E402
 
 STEP_KEYS = {
     "shape",
@@ -58,7 +60,7 @@ def test_saved_bytes_of_the_manual_path_equal_a_count_by_hand():
     n, d, h, c = 2, 3, 4, 5
     model = TwoLayerNet(d, h, c, seed=0)
     x, y = torch.randn(n, d), torch.tensor([0, 4])
-    counted = benchmark.saved_bytes(model.loss, x, y, list(model.parameters()))
+    counted = bench_step.saved_bytes(model.loss, x, y, list(model.parameters()))
     # TwoLayerNetFn saves x (N,D), w2 (H,C) and x2 (N,H); SoftmaxCrossEntropyFn saves s2 (N,C) and y (N,) int64.
     f32, i64 = 4, 8
     by_hand = (n * d + h * c + n * h + n * c) * f32 + n * i64
@@ -67,20 +69,20 @@ def test_saved_bytes_of_the_manual_path_equal_a_count_by_hand():
 
 def test_saved_bytes_count_a_storage_saved_twice_once_and_a_view_at_its_storage_size():
     x = torch.randn(6, requires_grad=True)
-    twice = benchmark.saved_bytes(lambda x, y: (x * x).sum(), x, torch.zeros(1), [])  # mul saves self and other
+    twice = bench_step.saved_bytes(lambda x, y: (x * x).sum(), x, torch.zeros(1), [])  # mul saves self and other
     assert twice == {"unique": 6 * 4, "per_pack": 2 * 6 * 4, "activations": 0}  # x is an input: held anyway
     w = torch.randn(6, requires_grad=True)
-    view = benchmark.saved_bytes(lambda x, y: (x[:2] * w[:2]).sum(), x.detach(), torch.zeros(1), [w])
+    view = bench_step.saved_bytes(lambda x, y: (x[:2] * w[:2]).sum(), x.detach(), torch.zeros(1), [w])
     # Saved: the view x[:2] (w needs its gradient) keeps x's whole storage alive; x is an input, so no activations.
     assert view == {"unique": 6 * 4, "per_pack": 2 * 4, "activations": 0}
 
 
 def test_saved_bytes_of_the_manual_path_do_not_exceed_autograds():
     model = TwoLayerNet(12, 7, 3, seed=0)
-    ref = benchmark.reference_from(model)
+    ref = reference_from(model)
     x, y = torch.randn(5, 12), torch.tensor([0, 1, 2, 1, 0])
-    manual = benchmark.saved_bytes(model.loss, x, y, list(model.parameters()))
-    autograd = benchmark.saved_bytes(
+    manual = bench_step.saved_bytes(model.loss, x, y, list(model.parameters()))
+    autograd = bench_step.saved_bytes(
         lambda x, y: torch.nn.functional.cross_entropy(ref(x), y), x, y, list(ref.parameters())
     )
     assert manual["unique"] <= autograd["unique"]
@@ -101,7 +103,7 @@ def test_the_floors_products_equal_the_steps_s1_and_dw1_in_every_layout():
     x_req = x.clone()
     w1 = model.w1.detach().clone().requires_grad_(True)
     (x_req @ w1).backward(ds1)  # autograd's dW1 for the incoming gradient dS1
-    products = benchmark.floor_products(x, model.w1.detach(), ds1)
+    products = bench_step.floor_products(x, model.w1.detach(), ds1)
     assert {name.split(":")[0] for name in products} == {"s1", "s1^T", "dW1", "dW1^T"}
     for name, fn in products.items():
         want = {"s1": s1, "s1^T": s1.T, "dW1": w1.grad, "dW1^T": w1.grad.T}[name.split(":")[0]]
@@ -158,7 +160,7 @@ def test_tiny_run_times_are_positive_and_each_median_lies_within_its_samples(tin
     (row,) = results["steps"]
     for name, stats in row["spread_ms"].items():
         assert 0 < stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"] <= stats["max"], name
-    for v in benchmark.VARIANTS:
+    for v in bench_step.VARIANTS:
         assert row[f"{v}_ms"] == row["spread_ms"][v]["median"], v
     ep = results["epoch"]
     for name in ("lightning", "bare", "dataloader"):

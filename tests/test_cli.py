@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ref.cli import PreloadedCheckpointIO, check_checkpoint, main
+from lightning_ref.cli import main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
+from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint
 from manualnet.functional import TwoLayerNetFn
 from manualnet.validate import UsageError
 
@@ -141,14 +142,12 @@ def test_fit_with_two_loggers_writes_to_both_and_uses_the_first_ones_folder(here
 
 
 def test_fit_with_a_tensorboard_logger_writes_its_event_file_and_the_run_record(here, fake_cifar10, capsys):
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        pytest.skip("neither tensorboard nor tensorboardX is installed: Lightning's TensorBoardLogger needs one")
     main(
         ["fit", *cifar_args(fake_cifar10), *TINY, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
         + ["--trainer.logger.save_dir", "tb", "--trainer.enable_progress_bar", "false"]
     )
     run = run_of(capsys.readouterr().out)
-    assert run == Path("tb", "lightning_logs", "version_0")
+    assert run == Path("tb", "manualnet", "version_0")  # the default logger's name carries over to the new class
     assert list(run.glob("events.out.tfevents.*")) and (run / "metrics.json").is_file()
 
 
@@ -193,6 +192,13 @@ def test_predict_writes_the_test_splits_classes_and_probabilities_as_the_checkpo
     assert [int(r[2]) for r in rows[1:]] == p.argmax(1).tolist()
     assert [int(r[1]) for r in rows[1:]] == dm.y_test.tolist()
     assert [int(r[0]) for r in rows[1:]] == list(range(200))
+
+    # Without the predictions kept in memory, in batches of 64: the same file (written batch by batch).
+    args = ["predict", *cifar_args(fake_cifar10), *TINY, "--ckpt_path", str(best), "--trainer.enable_progress_bar"]
+    main([*args, "false", "--return_predictions", "false", "--data.eval_batch_size", "64"])
+    again = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("predictions: "))
+    assert again.resolve() == saved_run.parent / "version_2" / "predictions.csv"
+    assert again.read_text() == path.read_text()
 
 
 def test_make_train_without_cifar10_stops_with_one_line_naming_the_missing_path(tmp_path):
@@ -282,6 +288,7 @@ BAD = [
     (["--trainer.logger", "{unbuildable}"], "cannot be built (ModuleNotFoundError"),
     (["--trainer.default_root_dir", "{under_a_file}"], "trainer.default_root_dir: cannot write"),
     (["--ckpt_path", "{last}", "--model.hidden", "32"], "model.hidden: the checkpoint {last} has 16, got 32"),
+    (["--ckpt_path", "{last}", "--config", "{hidden_32}"], "model.hidden: the checkpoint {last} has 16, got 32"),
     (
         ["--ckpt_path", "{last}", "--trainer.max_epochs", "3"],
         "trainer.max_epochs: the checkpoint's learning-rate",
@@ -293,6 +300,11 @@ BAD = [
     (["--ckpt_path", "{foreign}"], "is not a Lightning checkpoint (missing state_dict, hyper_parameters"),
     (["--ckpt_path", "{other_shapes}"], "does not fit this model"),
 ]
+
+
+def written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def unbuildable_logger() -> str:
@@ -319,6 +331,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_saved_files_alone(
         "{truncated}": str(truncated(saved_run.parent.parent.parent / "truncated.ckpt", last)),
         "{foreign}": str(foreign(saved_run.parent.parent.parent / "foreign.ckpt")),
         "{other_shapes}": str(other_shapes(saved_run.parent.parent.parent / "other.ckpt", last)),
+        "{hidden_32}": str(written(saved_run.parent.parent.parent / "hidden_32.yaml", "model:\n  hidden: 32\n")),
     }
     args = [files.get(a, a) for a in bad]
     message = message.replace("{last}", str(last))

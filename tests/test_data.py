@@ -18,7 +18,9 @@ import torchvision
 from conftest import fake_images, write_cifar, write_mnist
 from torch import nn
 
-from lightning_ref.data import DOWNLOAD_TIMEOUT_S, DataMissingError, ImageDataModule, TensorBatches, crop_flip
+from lightning_ref.batches import TensorBatches, crop_flip
+from lightning_ref.cache import DOWNLOAD_TIMEOUT_S, DataMissingError
+from lightning_ref.data import ImageDataModule
 from manualnet.validate import UsageError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -196,10 +198,10 @@ def test_batches_are_normalised_with_the_training_statistics(fake_cifar10):
 # ---- augmentation --------------------------------------------------------------------------------------------------
 
 
-def naive_crop_flip(x, shift, flip, pad):
+def naive_crop_flip(x, corner, flip, pad):
     """Per-image reference: pad, slice the window, mirror."""
     out = []
-    for img, (sh, sw), f in zip(x, shift.tolist(), flip.tolist(), strict=True):
+    for img, (sh, sw), f in zip(x, corner.tolist(), flip.tolist(), strict=True):
         window = F.pad(img, (pad, pad, pad, pad))[:, sh : sh + img.shape[1], sw : sw + img.shape[2]]
         out.append(window.flip(-1) if f else window)
     return torch.stack(out)
@@ -220,16 +222,16 @@ def test_flip_at_the_centre_reverses_the_width():
 def test_vectorised_crop_flip_equals_the_per_image_reference(shape, pad):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 256, (64, *shape), dtype=torch.uint8, generator=g)
-    shift = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
-    shift[:4] = torch.tensor([[0, 0], [0, 2 * pad], [2 * pad, 0], [2 * pad, 2 * pad]])  # the corners
+    corner = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
+    corner[:4] = torch.tensor([[0, 0], [0, 2 * pad], [2 * pad, 0], [2 * pad, 2 * pad]])  # the corners
     flip = torch.rand(64, generator=g) < 0.5
-    out = crop_flip(x, shift, flip, pad)
-    assert torch.equal(out, naive_crop_flip(x, shift, flip, pad))
+    out = crop_flip(x, corner, flip, pad)
+    assert torch.equal(out, naive_crop_flip(x, corner, flip, pad))
     assert (out[0, :, :pad, :] == 0).all() and (out[0, :, :, :pad] == 0).all()  # zero padding shows at the corner
 
 
 def transforms_used(out: torch.Tensor, src: torch.Tensor, pad: int) -> list[tuple[int, int, bool]]:
-    """For each output image, the (row shift, column shift, flip) of the per-image reference that gives it from its
+    """For each output image, the (row corner, column corner, flip) of the per-image reference that gives it from its
     source image (random pixels: at most one does); AssertionError when none of the (2*pad+1)^2 * 2 does."""
     used = []
     for o, s in zip(out, src, strict=True):
@@ -255,8 +257,8 @@ def test_each_augmentation_switch_gives_exactly_its_transforms_against_the_per_i
     used = []
     for xb, yb in it:
         used += transforms_used(unnormalise(xb, torch.zeros(1), torch.ones(1)), x[yb], crop_pad)
-    shifts, flips = {(sh, sw) for sh, sw, _ in used}, {f for _, _, f in used}
-    assert shifts == {(sh, sw) for sh in range(2 * crop_pad + 1) for sw in range(2 * crop_pad + 1)}  # every window
+    corners, flips = {(sh, sw) for sh, sw, _ in used}, {f for _, _, f in used}
+    assert corners == {(sh, sw) for sh in range(2 * crop_pad + 1) for sw in range(2 * crop_pad + 1)}  # every window
     assert flips == ({False, True} if flip else {False})
 
 
@@ -450,11 +452,14 @@ def test_synthetic_data_is_cifar_shaped_seeded_sized_and_learnable():
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test) and not torch.equal(a.x_test, c.x_test)
     assert set(a.y_train.tolist()) == set(range(10))
 
-    # Learnable: a least-squares linear classifier fitted on the training split beats chance (10%) on the test split.
+    # Learnable: the minimum-norm least-squares linear classifier fitted on the training split (N < D, so in its dual
+    # form w = X^T (X X^T)^-1 Y: one N x N solve) beats chance (10%) on the test split.
     def feats(x):
         return torch.cat([x.flatten(1).double() / 255, torch.ones(len(x), 1, dtype=torch.float64)], 1)
 
-    w = torch.linalg.lstsq(feats(a.x_train), F.one_hot(a.y_train, 10).double(), driver="gelsd").solution
+    x = feats(a.x_train)
+    gram = x @ x.T + 1e-6 * torch.eye(len(x), dtype=torch.float64)  # the ridge only guards the solve
+    w = x.T @ torch.linalg.solve(gram, F.one_hot(a.y_train, 10).double())
     assert (feats(a.x_test) @ w).argmax(1).eq(a.y_test).double().mean() > 0.3
 
 

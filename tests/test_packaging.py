@@ -13,7 +13,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"yaml": "pyyaml", "PIL": "pillow"}
-OURS = {"manualnet", "lightning_ref", "conftest", "bench_plot", "sweep", "_args"}
+# the project's packages, and the scripts' modules (a script imports those beside it: its folder is on its path)
+OURS = {"manualnet", "lightning_ref", "conftest"} | {p.stem for p in (REPO / "scripts").glob("*.py")}
 RUNS_INSIDE = {"pytest"}  # manualnet/crosscheck/pytest_plugin.py is only ever imported by pytest itself (a dev extra)
 
 

@@ -10,21 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_ref.cli import RECIPES, main, with_recipe
+from lightning_ref.cli import main
 from lightning_ref.data import SPECS
+from lightning_ref.recipe import RECIPES, flat, recipe_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{"data": {"flip": True}} -> {"data.flip": True}."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and "class_path" not in v:
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def resolved(args: list[str], capsys) -> tuple[dict[str, object], str]:
@@ -83,20 +73,13 @@ def test_command_line_options_override_the_recipe_and_a_config_replaces_it(tmp_p
     assert config["trainer.max_epochs"] == 7 and "recipe" not in err
 
 
-def test_with_recipe_inserts_the_recipe_right_after_the_subcommand_only_without_a_config():
-    recipe = str(RECIPES / "mnist.yaml")
-    assert with_recipe(["fit", "--data.dataset", "mnist", "--x", "1"]) == [
-        "fit",
-        "--config",
-        recipe,
-        "--data.dataset",
-        "mnist",
-        "--x",
-        "1",
-    ]
-    assert with_recipe(["fit", "--config", "a.yaml", "--data.dataset", "mnist"])[1:3] == ["--config", "a.yaml"]
-    assert with_recipe(["--help"]) == ["--help"]
-    assert with_recipe(["fit", "--data.dataset", "cifar11"]) == ["fit", "--data.dataset", "cifar11"]
+def test_the_recipe_is_the_named_data_sets_and_only_without_a_config():
+    assert recipe_for(["fit", "--data.dataset", "mnist", "--x", "1"]) == RECIPES / "mnist.yaml"
+    assert recipe_for(["fit", "--data.dataset=fashion-mnist"]) == RECIPES / "fashion-mnist.yaml"
+    assert recipe_for(["fit"]) == RECIPES / "cifar10.yaml"
+    assert recipe_for(["fit", "--config", "a.yaml", "--data.dataset", "mnist"]) is None
+    assert recipe_for(["--help"]) is None
+    assert recipe_for(["fit", "--data.dataset", "cifar11"]) is None
 
 
 @pytest.mark.parametrize("dataset", list(SPECS))
@@ -118,7 +101,24 @@ def test_a_recipe_with_an_unknown_key_exits_2_naming_it_before_any_run(tmp_path,
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("manualnet-train: error: ") and "'model.hiden'" in err[0]
+    assert "(the model options: impl, hidden, seed, optimizer, lr," in err[0]  # the keys it could have been
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, listed",
+    [
+        (["--model.hiden", "64"], "(the model options: impl, hidden, seed,"),
+        (["--data.flop", "true"], "(the data options: dataset, root, batch_size,"),
+        (["--modle.hidden", "64"], "(expected a key under one of: trainer, model, data, checkpoint, crosscheck)"),
+    ],
+)
+def test_an_unknown_option_exits_2_listing_the_valid_keys(args, listed, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--data.dataset", "synthetic", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("manualnet-train: error: ") and listed in err[-1] and args[0] in err[-1]
 
 
 def readme_commands() -> list[list[str]]:

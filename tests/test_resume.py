@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ref.callbacks import GradientCrossCheck
+from lightning_ref import GradientCrossCheck
 from lightning_ref.cli import main
 
 

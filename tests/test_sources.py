@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import fake_images, tar_cifar, write_cifar, write_idx
 
-import lightning_ref.data
+import lightning_ref.cache
 from lightning_ref.cli import main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.sources import DataFileError
@@ -93,7 +93,7 @@ def no_decoding(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(lightning_ref.data, "decode_split", fail)
+    monkeypatch.setattr(lightning_ref.cache, "decode_split", fail)
 
 
 def test_a_flat_folder_is_never_written_to_and_its_cache_goes_to_the_user_cache_folder(tmp_path, monkeypatch):
@@ -132,7 +132,7 @@ def test_an_unwritable_root_in_torchvisions_layout_caches_in_the_user_cache_fold
     def access(path, mode):
         return False if str(path) == str(fake_mnist) and mode == os.W_OK else real_access(path, mode)
 
-    monkeypatch.setattr(lightning_ref.data.os, "access", access)
+    monkeypatch.setattr(lightning_ref.cache.os, "access", access)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     before = tree(fake_mnist)
     dm = loaded(fake_mnist, "mnist")

@@ -18,7 +18,7 @@ from conftest import fake_images, write_cifar
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_ref.callbacks import GradientCrossCheck, RunRecorder
+from lightning_ref import GradientCrossCheck, RunRecorder
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_ref.callbacks import GradientCrossCheck, GradientMismatchError, GradientMismatchWarning
+from lightning_ref import GradientCrossCheck, GradientMismatchError, GradientMismatchWarning
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.reference import reference_grads

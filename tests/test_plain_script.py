@@ -1,0 +1,48 @@
+"""The Lightning layer without the CLI: scripts/plain_lightning.py (the README's plain script) fits, tests, predicts and
+reloads the best checkpoint with nothing restated that the data module knows."""
+
+import importlib.util
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import lightning_ref
+from lightning_ref import ImageDataModule, TwoLayerClassifier
+from manualnet.validate import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("plain_lightning", ROOT / "scripts" / "plain_lightning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_package_exports_what_a_lightning_script_needs():
+    for name in ("TwoLayerClassifier", "ImageDataModule", "GradientCrossCheck", "ModelCheckpoint", "RunRecorder"):
+        assert name in lightning_ref.__all__ and hasattr(lightning_ref, name), name
+
+
+def test_the_plain_script_fits_tests_predicts_and_reloads_the_best_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = load_script().main(max_epochs=2, synthetic_train=600, hidden=16, root=str(tmp_path / "runs"))
+    dm = out["datamodule"]
+    assert out["test_acc"] > 1 / dm.num_classes  # learned something in two epochs
+    assert out["p"].shape == (dm.synthetic_test, dm.num_classes)
+    assert torch.allclose(out["p"].sum(1), torch.ones(len(out["p"])))
+    best = out["best"]  # rebuilt from the checkpoint's hyperparameters alone
+    assert best.hparams.input_shape == dm.input_shape and best.hparams.num_classes == dm.num_classes
+    assert best.net.w1.shape == (3 * 32 * 32, 16)
+
+
+def test_a_model_without_shape_or_data_module_names_what_it_needs(tmp_path):
+    model = TwoLayerClassifier(hidden=8)
+    dm = ImageDataModule(dataset="synthetic", synthetic_train=300, synthetic_test=50, val_size=50, batch_size=50)
+    dm.setup("fit")
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    with pytest.raises(UsageError, match=r"input_shape: expected .* or a data module with input_shape"):
+        trainer.fit(model, train_dataloaders=dm.train_dataloader())
