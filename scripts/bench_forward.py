@@ -22,9 +22,7 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,46 +31,19 @@ import torch.autograd.forward_ad as fwAD
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout that is not pip-installed
 
+from bench_timing import interleaved, spread  # noqa: E402
+
 from manualnet import softmax_cross_entropy, two_layer_net  # noqa: E402
 from manualnet.hvp import loss_hvp  # noqa: E402
 from manualnet.net_crosscheck import reference_net_loss  # noqa: E402
 
 SHAPES = [(512, 3072, 100, 10), (512, 3072, 512, 10), (512, 3072, 2048, 10), (64, 64, 64, 10)]  # benchmark.py's
 QUICK_SHAPES = [(512, 3072, 512, 10), (64, 64, 64, 10)]
-SAMPLE_MS = 5.0  # a timing sample spans at least this long (several calls of a fast callable)
 RATIOS = {
     "jvp / forward": ("jvp", "forward"),
     "hvp / hvp_double": ("hvp", "hvp_double"),
     "hvp / hvp_func": ("hvp", "hvp_func"),
 }
-
-
-def time_ms(fn, calls: int = 1) -> float:
-    """Milliseconds per call of `calls` back-to-back calls of fn (perf_counter)."""
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) * 1e3 / calls
-
-
-def interleaved(fns: dict, reps: int, warmup: int) -> dict[str, list[float]]:
-    """reps timings of every callable, round robin (order rotated each round) after `warmup` calls of each."""
-    calls = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        calls[name] = max(1, math.ceil(SAMPLE_MS / max(min(time_ms(fn), time_ms(fn)), 1e-3)))
-    names, samples = list(fns), {name: [] for name in fns}
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(time_ms(fns[name], calls[name]))
-    return samples
-
-
-def spread(samples: list[float]) -> dict[str, float]:
-    """Median and quartiles."""
-    q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return {"median": median, "q1": q1, "q3": q3}
 
 
 def callables(shape: tuple[int, int, int, int]) -> dict:
@@ -118,7 +89,7 @@ def callables(shape: tuple[int, int, int, int]) -> dict:
 
 
 def bench_shape(shape, reps: int, warmup: int) -> dict:
-    samples = interleaved(callables(shape), reps, warmup)
+    samples = interleaved(callables(shape), torch.device("cpu"), reps, warmup)
     row = {"shape": list(shape), "ms": {name: spread(s) for name, s in samples.items()}, "ratios": {}}
     for label, (a, b) in RATIOS.items():
         row["ratios"][label] = spread([p / q for p, q in zip(samples[a], samples[b], strict=True)])
