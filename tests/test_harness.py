@@ -544,6 +544,28 @@ def test_a_function_dynamo_cannot_trace_gets_a_warning_with_dynamos_reason_never
     )
 
 
+def test_an_internal_dynamo_error_is_a_warning_with_its_message_not_the_function_failing(monkeypatch):
+    # Dynamo's own crash (seen on a Function class that overrides apply) says nothing about fn: the compile check
+    # is a warning naming Dynamo's error, after the fallback as Cls.apply was tried too.
+    import manualnet.crosscheck.compile_checks as compile_checks
+    from manualnet.crosscheck.case import Trace
+
+    def crashing(f, dynamic=None):
+        def run(*args, **kwargs):
+            raise torch._dynamo.exc.InternalTorchDynamoError("simulated internal error")
+
+        return run, Trace()
+
+    monkeypatch.setattr(compile_checks, "compile_traced", crashing)
+    report = check_function(
+        ViewOfIncomingGrad.apply, lambda x: 2 * x, make_x, checks=["compile"], dtypes=[torch.float32]
+    )
+    (r,) = report.results
+    assert r.status == "warning", report.markdown()
+    assert "as given: Dynamo raised InternalTorchDynamoError: simulated internal error" in r.note
+    assert "as Cls.apply from the calling frame: Dynamo raised InternalTorchDynamoError" in r.note
+
+
 def test_strict_counts_warnings_as_failures():
     args = (GradientNobodyAskedFor.apply, lambda x, w: x @ w, make_x_w)
     assert check_function(*args, checks=["input_subsets"]).ok
