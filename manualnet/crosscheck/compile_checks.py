@@ -206,7 +206,7 @@ def check_compile_double_backward(case: Case, t: Tally) -> None:
 
     def compiled(f):
         ins = leaves(s)
-        run, trace = compile_traced(on_floats(case, f, ins)[0])
+        run, _ = compile_traced(on_floats(case, f, ins)[0])
         return _second_derivative(case, as_outputs(run(*on_floats(case, f, ins)[1])), ins)
 
     def body():
@@ -215,15 +215,15 @@ def check_compile_double_backward(case: Case, t: Tally) -> None:
         outs = run(*on_floats(case, case.fn, ins)[1])
         try:
             got = _second_derivative(case, as_outputs(outs), ins)
-        except RuntimeError as e:
-            _torch_limit(case, compiled, e)
+        except RuntimeError:
+            _torch_limit(case, compiled)
             raise
         want = eager(case.want_fn(), s)
         if want is None:
             raise NotApplicable("the reference's gradient is not differentiable")
         t.notes.append(f"traced {how}")
         if got is None or any(got[k] is None and want[k] is not None for k in got):
-            _torch_limit(case, compiled, None)
+            _torch_limit(case, compiled)
             t.fail(f"{name}: the compiled gradient is not differentiable (create_graph=True gave a constant)")
             return
         truth = eager(case.want_fn(), to_float64(s)) if case.dtype != torch.float64 else None
@@ -232,7 +232,7 @@ def check_compile_double_backward(case: Case, t: Tally) -> None:
     _compile_check(t, body)
 
 
-def _torch_limit(case: Case, compiled, error: Exception | None) -> None:
+def _torch_limit(case: Case, compiled) -> None:
     """NotApplicable when torch.compile fails the same way on the plain-torch reference (PyTorch's limit)."""
     if case.reference is None:
         return

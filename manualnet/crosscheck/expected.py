@@ -2,6 +2,7 @@
 truth (the hull of one-sided values at a kink sample), cached per case; and the comparisons of a whole set."""
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from manualnet.crosscheck.case import (
@@ -124,8 +125,6 @@ def want_jvp(case: Case, name: str) -> tuple[tuple, tuple | None]:
 
 def eager_jvp(f, primals: tuple, tangents: tuple):
     """Forward AD with dual tensors (torch.autograd.forward_ad): the tangents of f's outputs."""
-    import torch.autograd.forward_ad as fwAD
-
     with fwAD.dual_level():
         out = f(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents, strict=True)))
         return tuple(fwAD.unpack_dual(o).tangent for o in as_outputs(out))
