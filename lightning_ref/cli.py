@@ -6,6 +6,11 @@
     manualnet-train fit --test false --trainer.logger false       # no test after the fit, no logger
     manualnet-train predict --ckpt_path C                         # predictions.csv of the test split
     manualnet-train fit --data.dataset mnist --print_config       # every option, as the mnist recipe sets it
+    manualnet-train fit --seed_everything 3                       # another seed: init, validation split, batch order
+
+One number seeds a run: seed_everything (default 0) sets model.seed (the init) and data.seed (the validation split,
+the batch order and augmentation; the generated data set too) unless they are given on their own; with --ckpt_path
+they follow the checkpoint's model seed instead.
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
 says so on stderr: its values are the defaults, options given on the command line override them, and --config FILE
@@ -82,6 +87,8 @@ class ManualNetCLI(SubcommandHooks):
                 "--test", type=bool, default=True, help="after the fit, test the best checkpoint (false: fit only)"
             )
         parser.set_defaults(self._recipe_defaults)
+        # None unless given on their own: _fill_seeds sets them from seed_everything (one number repeats a run).
+        parser.set_defaults({"model.seed": None, "data.seed": None})
         keys = [k for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
         self._model_defaults[subcommand] = {k: parser.get_default(f"model.{k}") for k in keys}
 
@@ -116,8 +123,10 @@ class ManualNetCLI(SubcommandHooks):
         self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
 
     def before_instantiate_classes(self) -> None:
-        """Loggers left at their default save_dir follow trainer.default_root_dir; a logger that cannot be built is a
-        one-line error now, before any work (not a traceback from inside the Trainer)."""
+        """The seeds not given on their own follow seed_everything; loggers left at their default save_dir follow
+        trainer.default_root_dir; a logger that cannot be built is a one-line error now, before any work (not a
+        traceback from inside the Trainer)."""
+        self._fill_seeds()
         trainer = self.config[self.subcommand].trainer
         specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for spec in specs:
@@ -132,6 +141,19 @@ class ManualNetCLI(SubcommandHooks):
             except Exception as e:
                 why = f"{type(e).__name__}: {' '.join(str(e).split())}"
                 raise UsageError(f"trainer.logger: {spec.class_path} cannot be built ({why})") from None
+
+    def _fill_seeds(self) -> None:
+        """model.seed (the init) and data.seed (the validation split, the batch order and augmentation) when not given:
+        seed_everything's value (0 when it is false); with --ckpt_path, the checkpoint's model seed instead, so that a
+        resumed or evaluated run keeps the split and order it was trained with."""
+        cfg = self.config[self.subcommand]
+        seed = cfg.seed_everything if cfg.seed_everything is not False else 0  # an int once LightningCLI has seeded
+        if self._ckpt is not None:
+            seed = self._ckpt["hyper_parameters"].get("seed", seed)
+        if cfg.model.seed is None:
+            cfg.model.seed = seed
+        if cfg.data.seed is None:
+            cfg.data.seed = seed
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:

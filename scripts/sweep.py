@@ -1,28 +1,35 @@
-"""Sweep a grid of manualnet-train overrides: one run folder per trial, resumable, a results table; the winner is chosen
-by validation accuracy and only the winner is evaluated on the test split, once.
+"""Sweep a grid of manualnet-train overrides over seeds: one run folder per trial, resumable, tables of each
+configuration's mean and spread over its seeds; the winner is chosen by validation accuracy, and the test split is
+looked at only when asked.
 
-    python scripts/sweep.py --out runs/sweep/fashion-mnist --set model.hidden=1024,2048 --set data.flip=true,false \
-        -- --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
+    python scripts/sweep.py --out runs/sweep/fashion-mnist --seeds 0-2 --set model.hidden=1024,2048 \
+        --set data.flip=true,false -- --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
 
 The grid is every combination of the --set axes (KEY=V1,V2,...: a manualnet-train option without its leading --, and
-the values as the command line takes them). Each trial runs `manualnet-train fit BASE OVERRIDES` (BASE: the arguments
-after --; no --config, so the data set's recipe) in a fresh process, with `--trainer.limit_test_batches 0` (a trial
-never looks at the test split) and its own run folder OUT/<trial>/version_<k>/ (trial.json there says its overrides).
-Seeds are the recipe's unless an axis sets them, so trials differ only by their overrides.
+the values as the command line takes them) and of the --seeds (0-4, 5,7,9 or 3: each is --seed_everything S, which
+sets the init, the validation split and the batch order). Each trial runs `manualnet-train fit BASE OVERRIDES` (BASE:
+the arguments after --; no --config, so the data set's recipe) in a fresh process, one after another, with
+`--trainer.limit_test_batches 0` (a trial never looks at the test split) and its own run folder
+OUT/<trial>/version_<k>/ (trial.json there says its overrides). Without --seeds, the recipe's seed.
 
 A trial with a metrics.json is done: a rerun skips it, so an interrupted sweep resumes where it stopped (a trial cut
 off midway runs again, in a new version folder beside the cut one). Running again into the same OUT with other --set
-axes adds their trials to the same table (BASE must be the same).
+axes or seeds adds their trials to the same tables (BASE must be the same).
 
-After the grid, OUT/results.md and OUT/results.csv list every done trial in OUT, best val_acc first: its overrides
-(blank: the recipe's value), impl, epochs, val_acc and training wall time. The winner is the first (ties: the
-earlier trial). With --test-winner (give it on the last run of a sweep done in stages, so that no stage's interim
-winner is tested) its best checkpoint is tested once with `manualnet-train test` (OUT/<trial>/test.json; never
-repeated) and the tables show that test accuracy, for the winner only.
+After the grid, OUT/results.md and OUT/results.csv aggregate every done trial in OUT by configuration (its overrides
+and impl): mean, standard deviation, min and max over its seeds of val_best (the best-validation checkpoint's
+val_acc), val_last (the last epoch's), test_best and test_last (where tested) and the training time; and, for each
+configuration run with both impls, the paired difference manual - autograd per seed. OUT/trials.csv has a row per
+trial. The winner is the configuration with the best mean val_best (ties: the one run first). Testing runs
+`manualnet-train test` on a trial's best-validation checkpoint and on its last.ckpt, once (OUT/<trial>/test.json;
+never repeated): --test-winner tests the winner's trials (give it on the last run of a sweep done in stages, so that
+no stage's interim winner is tested); --test-all tests every trial of this run's grid (a report on fresh seeds, after
+the choice is made).
 
 A plain grid, not a search library: the trials here are a few dozen at most, each a whole CLI run, and a grid with
-resume needs nothing beyond the CLI. Bad input (no axis, an axis without values or repeated, a key the CLI does not
-know or a value it cannot parse, an OUT holding trials of another BASE) exits 2 with one line before any trial runs.
+resume needs nothing beyond the CLI. Bad input (no axis and no seeds, an axis without values or repeated, bad seeds, a
+key the CLI does not know or a value it cannot parse, an OUT holding trials of another BASE) exits 2 with one line
+before any trial runs.
 """
 
 import argparse
@@ -34,7 +41,10 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from sweep_tables import SEED, aggregate, trial_row, write_tables
 
 CLI = [sys.executable, "-c", "from lightning_ref.cli import main; main()"]
 
@@ -43,10 +53,25 @@ class SweepError(Exception):
     """Bad input to the sweep: one line, exit code 2."""
 
 
-def parse_axes(sets: list[str]) -> dict[str, list[str]]:
-    """--set KEY=V1,V2 ... -> {KEY: [V1, V2]}, in the order given."""
-    if not sets:
-        raise SweepError("--set: expected at least one axis KEY=V1,V2,..., got none (the sweep space is empty)")
+def parse_seeds(text: str | None) -> list[int]:
+    """--seeds 0-4 / 5,7,9 / 3 -> [0, 1, 2, 3, 4] / [5, 7, 9] / [3]; None -> [] (the recipe's seed)."""
+    if text is None:
+        return []
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        if not (low.isdigit() and (high.isdigit() if dash else True)) or (dash and int(high) < int(low)):
+            raise SweepError(f"--seeds: expected seeds like 0-4, 5,7,9 or 3 (integers >= 0), got {text!r}")
+        seeds += range(int(low), int(high) + 1) if dash else [int(low)]
+    if len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds: expected each seed once, got {text!r}")
+    return seeds
+
+
+def parse_axes(sets: list[str], seeds: list[int]) -> dict[str, list[str]]:
+    """--set KEY=V1,V2 ... -> {KEY: [V1, V2]}, in the order given, and the seeds as the last axis."""
+    if not sets and not seeds:
+        raise SweepError("--set: expected an axis KEY=V1,V2,... or --seeds, got neither (the sweep space is empty)")
     axes: dict[str, list[str]] = {}
     for s in sets:
         key, sep, values = s.partition("=")
@@ -56,12 +81,16 @@ def parse_axes(sets: list[str]) -> dict[str, list[str]]:
             raise SweepError(f"--set: expected KEY=V1,V2,... with at least one value, got {s!r}")
         if key in axes:
             raise SweepError(f"--set: expected each key once, got {key!r} twice")
+        if key == SEED:
+            raise SweepError(f"--set: expected the seeds as --seeds, got the axis {key!r}")
         axes[key] = vals
+    if seeds:
+        axes[SEED] = [str(seed) for seed in seeds]
     return axes
 
 
 def trials(axes: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Every combination of the axes' values, the first axis varying slowest."""
+    """Every combination of the axes' values, the first axis varying slowest (the seeds fastest)."""
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
@@ -118,7 +147,9 @@ def run_trial(out: Path, tid: str, base: list[str], overrides: dict[str, str]) -
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trial.json").write_text(json.dumps({"base": base, "overrides": overrides}, indent=2) + "\n")
     with open(folder / "log.txt", "a") as log:
+        start = time.perf_counter()
         proc = subprocess.run([*CLI, *fit_args(base, overrides, out, tid)], stdout=log, stderr=subprocess.STDOUT)
+        print(f"process time: {time.perf_counter() - start:.1f} s", file=log)
     metrics = done_metrics(folder)
     if proc.returncode != 0 or metrics is None:
         tail = (folder / "log.txt").read_text().strip().splitlines()[-1:]
@@ -126,70 +157,36 @@ def run_trial(out: Path, tid: str, base: list[str], overrides: dict[str, str]) -
     return metrics
 
 
-def test_once(out: Path, tid: str, metrics: dict) -> float:
-    """The test accuracy of the trial's best checkpoint: measured by `manualnet-train test` the first time, then read
-    back from OUT/<trial>/test.json."""
+def test_trial(out: Path, tid: str, metrics: dict) -> dict:
+    """Test the trial's best-validation checkpoint and its last.ckpt with `manualnet-train test`, the first time;
+    then read back from OUT/<trial>/test.json: {"best": {"test_acc", "ckpt", "run"}, "last": {...}}."""
     path = out / tid / "test.json"
     if path.exists():
-        return json.loads(path.read_text())["test_acc"]
+        return json.loads(path.read_text())
     run = Path(metrics["best_ckpt"]).parents[1]
-    args = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", metrics["best_ckpt"]]
-    args += ["--trainer.limit_test_batches", "1.0", "--trainer.logger.init_args.name", f"{tid}-test"]
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True)
-    tested = sorted((out / f"{tid}-test").glob("version_*/metrics.csv"))
-    if proc.returncode != 0 or not tested:
-        raise RuntimeError(f"testing {tid} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    rows = [r for r in csv.DictReader(tested[-1].open()) if r.get("test_acc")]
-    acc = float(rows[-1]["test_acc"])
-    path.write_text(json.dumps({"test_acc": acc, "ckpt": metrics["best_ckpt"], "run": str(tested[-1].parent)}) + "\n")
-    return acc
+    tests = {}
+    for which in ("best", "last"):
+        ckpt, name = metrics[f"{which}_ckpt"], f"{tid}-test-{which}"
+        args = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", ckpt]
+        args += ["--trainer.limit_test_batches", "1.0", "--trainer.logger.init_args.name", name]
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True)
+        tested = sorted((out / name).glob("version_*/metrics.csv"))
+        if proc.returncode != 0 or not tested:
+            raise RuntimeError(f"testing {tid} ({which}) failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        rows = [r for r in csv.DictReader(tested[-1].open()) if r.get("test_acc")]
+        tests[which] = {"test_acc": float(rows[-1]["test_acc"]), "ckpt": ckpt, "run": str(tested[-1].parent)}
+    path.write_text(json.dumps(tests, indent=2) + "\n")
+    return tests
 
 
-def table(out: Path) -> tuple[list[str], list[dict], str | None]:
-    """Every done trial in OUT as a row (best val_acc first), the columns, and the winner's id."""
-    rows, keys = [], []
-    for trial in sorted(out.glob("t-*/trial.json")):
+def done_rows(out: Path) -> list[dict]:
+    """A row (sweep_tables.trial_row) per done trial in OUT, in the order the trials were first run."""
+    rows = []
+    for trial in sorted(out.glob("t-*/trial.json"), key=lambda p: p.stat().st_mtime_ns):
         metrics = done_metrics(trial.parent)
-        if metrics is None:
-            continue
-        overrides = json.loads(trial.read_text())["overrides"]
-        keys += [k for k in overrides if k not in keys]
-        rows.append({"trial": trial.parent.name, **overrides, "impl": metrics["impl"], "epochs": metrics["epochs"],
-                     "val_acc": metrics["val_acc"], "wall_s": metrics["wall_s"], "metrics": metrics})  # fmt: skip
-    rows.sort(key=lambda r: -(r["val_acc"] if r["val_acc"] is not None else -1))
-    columns = ["trial", *keys, "impl", "epochs", "val_acc", "test_acc", "wall_s"]
-    return columns, rows, rows[0]["trial"] if rows else None
-
-
-def write_tables(out: Path, columns: list[str], rows: list[dict], winner: str, test_acc: float | None) -> None:
-    """OUT/results.md and OUT/results.csv."""
-
-    def cell(row: dict, c: str) -> str:
-        v = (test_acc if row["trial"] == winner and test_acc is not None else "") if c == "test_acc" else row.get(c, "")
-        return f"{v:.4f}" if isinstance(v, float) and c.endswith("acc") else str(v)
-
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([*columns, "winner"])
-        for r in rows:
-            w.writerow([cell(r, c) for c in columns] + [int(r["trial"] == winner)])
-    tested = "not tested (--test-winner)" if test_acc is None else f"test accuracy {test_acc:.4f} (measured once)"
-    others = [(p.parent.name, json.loads(p.read_text())["test_acc"]) for p in sorted(out.glob("t-*/test.json"))]
-    others = ", ".join(f"{t} {acc:.4f}" for t, acc in others if t != winner)
-    lines = [
-        f"Sweep in {out}: {len(rows)} trials, best validation accuracy first. Blank: the recipe's value. Winner by "
-        f"validation accuracy: **{winner}**, {tested}; "
-        + (f"also tested before, as the winners of earlier stages: {others}." if others else "no other trial tested."),
-        "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" if c == "trial" or "." in c else "---:" for c in columns) + " |",
-    ]
-    for r in rows:
-        cells = [cell(r, c) for c in columns]
-        if r["trial"] == winner:
-            cells[0] = f"**{cells[0]}** (winner)"
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+        if metrics is not None:
+            rows.append(trial_row(trial, metrics))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,11 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (trials, results.md/.csv)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="one axis of the grid")
-    parser.add_argument("--test-winner", action="store_true", help="test the winner's best checkpoint, once")
+    parser.add_argument("--seeds", metavar="0-4", help="the seeds (--seed_everything) each configuration runs with")
+    tests = parser.add_mutually_exclusive_group()
+    tests.add_argument("--test-winner", action="store_true", help="test the winning configuration's trials, once")
+    tests.add_argument("--test-all", action="store_true", help="test every trial of this grid, once")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     try:
-        axes = parse_axes(args.set)
-        grid = trials(axes)
+        grid = trials(parse_axes(args.set, parse_seeds(args.seeds)))
         for old in args.out.glob("t-*/trial.json"):
             if json.loads(old.read_text())["base"] != base:
                 raise SweepError(f"--out: {args.out} holds trials of other base arguments ({old}); use another folder")
@@ -212,20 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
+    start, ids = time.perf_counter(), []
     for i, overrides in enumerate(grid, 1):
         tid = trial_id(base, overrides)
+        ids.append(tid)
         metrics = done_metrics(args.out / tid)
-        status = "done before" if metrics is not None else "running"
-        print(f"[{i}/{len(grid)}] {tid} {overrides}: {status}", flush=True)
+        print(f"[{i}/{len(grid)}] {tid} {overrides}: {'done before' if metrics else 'running'}", flush=True)
         if metrics is None:
             metrics = run_trial(args.out, tid, base, overrides)
         print(
             f"    val_acc {metrics['val_acc']:.4f}, {metrics['epochs']} epochs, {metrics['wall_s']:.0f} s", flush=True
         )
-    columns, rows, winner = table(args.out)
-    test_acc = test_once(args.out, winner, rows[0]["metrics"]) if args.test_winner else None
-    write_tables(args.out, columns, rows, winner, test_acc)
+    winner = aggregate(done_rows(args.out))[0]["trials"]
+    for tid in winner if args.test_winner else ids if args.test_all else []:
+        test_trial(args.out, tid, done_metrics(args.out / tid))
+    rows = done_rows(args.out)
+    write_tables(args.out, rows, next(a for a in aggregate(rows) if a["trials"] == winner))
     print((args.out / "results.md").read_text(), end="")
+    print(f"sweep: {time.perf_counter() - start:.0f} s in all", flush=True)
     return 0
 
 
