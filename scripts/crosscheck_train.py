@@ -5,6 +5,11 @@ TwoLayerNet), see the same batches in the same order (lightning_ref.data.ImageDa
 with momentum: the only difference between them is the backward pass. After every epoch it prints the largest loss
 difference seen in that epoch and, per parameter, the max relative weight difference (max |manual - reference| /
 max |reference|); at the end both test accuracies. Exits with status 1 when a drift is past the tolerance.
+
+With --recipe they train as `manualnet-train fit --data.dataset D` does, over the recipe's full length: the data set's
+recipe (lightning_ref/recipes/D.yaml) over the classes' defaults sets H, augmentation, batch size and epochs, and each
+side is a TwoLayerClassifier (impl manual and autograd, one seed) stepping the optimizer and learning-rate schedule of
+its own configure_optimizers (TwoLayerClassifier.optimizer_and_schedule) after every batch.
 """
 
 import argparse
@@ -16,6 +21,8 @@ from _args import positive_int
 
 from lightning_ref.cache import DataMissingError
 from lightning_ref.data import ImageDataModule
+from lightning_ref.module import TwoLayerClassifier
+from lightning_ref.recipe import RECIPES, recipe_defaults
 from lightning_ref.reference import reference_from, reference_weights
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import compare
@@ -23,10 +30,12 @@ from manualnet.crosscheck import compare
 NAMES = ("w1", "b1", "w2", "b2")
 
 # Max relative weight difference and max loss difference allowed at the end of any epoch. The two backward passes
-# round differently (float32: ~1e-7 of each gradient) and SGD carries the differences forward; in the default demo
-# they stay near 2e-7 (float32) and 4e-16 (float64) after 3 epochs. 1e-4 leaves room for longer runs, while a
-# gradient 1e-3 off moves the weights apart by more than that within an epoch (tests/test_crosscheck.py).
+# round differently (float32: ~1e-7 of each gradient) and SGD carries the differences forward (docs/performance.md
+# and the README give the drifts measured). 1e-4 leaves room for long runs, while a gradient 1e-3 off moves the
+# weights apart by more than that within an epoch (tests/test_crosscheck.py).
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+# The plain run's settings, which --recipe replaces with the recipe's.
+PLAIN = {"epochs": 3, "hidden": 64, "batch_size": 128, "lr": 0.01, "momentum": 0.9}
 
 
 @torch.no_grad()
@@ -39,31 +48,53 @@ def accuracy(forward, batches) -> float:
     return right / total
 
 
+def plain_pair(data: ImageDataModule, args: argparse.Namespace) -> tuple[TwoLayerNet, torch.nn.Module, list]:
+    """TwoLayerNet and its reference from the same seeded weights, each with plain SGD + momentum (no schedule)."""
+    in_features = data.input_shape[0] * data.input_shape[1] * data.input_shape[2]
+    model = TwoLayerNet(in_features, args.hidden, data.num_classes, seed=args.seed, dtype=getattr(torch, args.dtype))
+    ref = reference_from(model)
+    steps = [(torch.optim.SGD(m.parameters(), lr=args.lr, momentum=args.momentum), None) for m in (model, ref)]
+    return model, ref, steps
+
+
+def recipe_pair(data: ImageDataModule, args: argparse.Namespace) -> tuple[TwoLayerNet, torch.nn.Module, list]:
+    """The nets of two TwoLayerClassifiers built as the recipe builds them (impl manual and autograd, one seed), each
+    with its own optimizer and schedule from optimizer_and_schedule over the run's steps."""
+    model_options = {k.removeprefix("model."): v for k, v in args.recipe.items() if k.startswith("model.")}
+    steps, nets = [], []
+    for impl in ("manual", "autograd"):
+        module = TwoLayerClassifier(data.input_shape, data.num_classes, **{**model_options, "impl": impl})
+        module.net.to(getattr(torch, args.dtype))
+        plan = module.optimizer_and_schedule(args.epochs * len(data.train_dataloader()))
+        steps.append((plan["optimizer"], plan["lr_scheduler"]["scheduler"]))
+        nets.append(module.net)
+    return nets[0], nets[1], steps
+
+
 def train_side_by_side(data: ImageDataModule, args: argparse.Namespace) -> tuple[list[dict], float, float]:
     """Train both; return one row per epoch (loss and weight drifts) and the two final test accuracies."""
     dtype = getattr(torch, args.dtype)
-    in_features = data.input_shape[0] * data.input_shape[1] * data.input_shape[2]
-    model = TwoLayerNet(in_features, args.hidden, data.num_classes, seed=args.seed, dtype=dtype)
-    ref = reference_from(model)
-    opt_m = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    opt_r = torch.optim.SGD(ref.parameters(), lr=args.lr, momentum=args.momentum)
+    model, ref, steps = (recipe_pair if args.recipe else plain_pair)(data, args)
     rows = []
     for epoch in range(args.epochs):
         data.set_epoch(epoch)
-        loss_diff, loss_sum, steps = 0.0, 0.0, 0
+        loss_diff, loss_sum, steps_done = 0.0, 0.0, 0
         for x, y in data.train_dataloader():
             x = x.to(dtype)
             loss_m = model.loss(x, y)  # the hand-written Functions
             loss_r = F.cross_entropy(ref(x), y)  # autograd
-            for opt, loss in ((opt_m, loss_m), (opt_r, loss_r)):
+            lr = float(steps[0][0].param_groups[0]["lr"])  # the rate this step uses (both sides share it)
+            for (opt, sched), loss in zip(steps, (loss_m, loss_r), strict=True):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
             loss_diff = max(loss_diff, abs(loss_m.item() - loss_r.item()))
-            loss_sum, steps = loss_sum + loss_m.item(), steps + 1
+            loss_sum, steps_done = loss_sum + loss_m.item(), steps_done + 1
         weights = reference_weights(ref)
         drift = {name: compare(name, getattr(model, name), weights[name]).max_rel for name in NAMES}
-        rows.append({"epoch": epoch + 1, "loss": loss_sum / steps, "loss_diff": loss_diff, **drift})
+        rows.append({"epoch": epoch + 1, "lr": lr, "loss": loss_sum / steps_done, "loss_diff": loss_diff, **drift})
     acc_m = accuracy(lambda x: model(x.to(dtype)), data.test_dataloader())
     acc_r = accuracy(lambda x: ref(x.to(dtype)), data.test_dataloader())
     return rows, acc_m, acc_r
@@ -71,11 +102,13 @@ def train_side_by_side(data: ImageDataModule, args: argparse.Namespace) -> tuple
 
 def format_rows(rows: list[dict]) -> str:
     """The per-epoch drift table in markdown."""
-    header = ["epoch", "mean train loss (manual)", "max abs loss diff"] + [f"{name} rel diff" for name in NAMES]
+    header = ["epoch", "last lr", "mean train loss (manual)", "max abs loss diff"] + [
+        f"{name} rel diff" for name in NAMES
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " ---: |" * len(header)]
     for r in rows:
         drifts = " | ".join(f"{r[name]:.2e}" for name in NAMES)
-        lines.append(f"| {r['epoch']} | {r['loss']:.4f} | {r['loss_diff']:.2e} | {drifts} |")
+        lines.append(f"| {r['epoch']} | {r['lr']:.3g} | {r['loss']:.4f} | {r['loss_diff']:.2e} | {drifts} |")
     return "\n".join(lines)
 
 
@@ -104,11 +137,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--root", default="data", help="where real data sets live (default: data)")
     parser.add_argument("--download", action="store_true", help="download a missing real data set")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs (default: 3)")
-    parser.add_argument("--hidden", type=positive_int, default=64, help="hidden units H (default: 64)")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default: 128)")
-    parser.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (default: 0.01)")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    parser.add_argument(
+        "--recipe",
+        action="store_true",
+        help="train as the data set's recipe does (H, augmentation, batch size, epochs, the module's optimizer and "
+        "schedule) instead of the plain settings below",
+    )
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {PLAIN['epochs']})")
+    parser.add_argument("--hidden", type=positive_int, help=f"hidden units H (default: {PLAIN['hidden']})")
+    parser.add_argument("--batch-size", type=positive_int, help=f"batch size (default: {PLAIN['batch_size']})")
+    parser.add_argument("--lr", type=positive_float, help=f"SGD learning rate (default: {PLAIN['lr']})")
+    parser.add_argument("--momentum", type=float, help=f"SGD momentum (default: {PLAIN['momentum']})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data and its order (default: 0)")
     parser.add_argument(
         "--train-size",
@@ -118,22 +157,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "as large as that fifth (default: 3000)",
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default: float32)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    given = [k for k in PLAIN if getattr(args, k) is not None]
+    if args.recipe and given:
+        parser.error(f"--{given[0].replace('_', '-')}: the recipe sets it; give --recipe or the plain settings")
+    for key, value in PLAIN.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.recipe = recipe_of(args.dataset) if args.recipe else {}
+    return args
+
+
+def recipe_of(dataset: str) -> dict[str, object]:
+    """The data set's recipe as flat options ({"data.flip": True, "model.hidden": 1024, ...}); {} if it has none."""
+    path = RECIPES / f"{dataset}.yaml"
+    return recipe_defaults(path) if path.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the drift table and accuracies; return 0 within tolerance, 1 past it, 2 for missing data or bad options."""
     args = parse_args(argv)
+    data_options = {"batch_size": args.batch_size}
+    if args.recipe:  # the recipe's data options over the data module's defaults; its epochs
+        data_options = {k.removeprefix("data."): v for k, v in args.recipe.items() if k.startswith("data.")}
+        args.epochs = args.recipe["trainer.max_epochs"]
     try:
         data = ImageDataModule(
-            dataset=args.dataset,
-            root=args.root,
-            batch_size=args.batch_size,
-            val_size=args.train_size // 5 if args.dataset == "synthetic" else 5000,
-            download=args.download,
-            seed=args.seed,
-            synthetic_train=args.train_size,
-            synthetic_test=max(1, args.train_size // 5),
+            **{
+                "dataset": args.dataset,
+                "root": args.root,
+                "val_size": args.train_size // 5 if args.dataset == "synthetic" else 5000,
+                "download": args.download,
+                "seed": args.seed,
+                "synthetic_train": args.train_size,
+                "synthetic_test": max(1, args.train_size // 5),
+                **data_options,
+            }
         )
         data.prepare_data()
         data.setup("fit")
@@ -142,11 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tol = TOLERANCE[args.dtype]
+    if args.recipe:
+        options = " ".join(f"{k}={v}" for k, v in args.recipe.items())
+        training = f"the recipe ({options}; the rest the classes' defaults: manualnet-train fit --print_config)"
+    else:
+        training = f"batch {args.batch_size}, H={args.hidden}, SGD lr={args.lr} momentum={args.momentum}"
     print(
         f"# Manual vs autograd, trained side by side\n\n"
-        f"{args.dataset}: {len(data.x_train)} training images, {args.epochs} epochs, batch {args.batch_size}, "
-        f"H={args.hidden}, SGD lr={args.lr} momentum={args.momentum}, {args.dtype}, seed {args.seed}; "
-        f"tolerance {tol:g} on every difference.\n"
+        f"{args.dataset}: {len(data.x_train)} training images, {args.epochs} epochs, {training}, {args.dtype}, "
+        f"seed {args.seed}; tolerance {tol:g} on every difference.\n"
     )
     rows, acc_m, acc_r = train_side_by_side(data, args)
     print(format_rows(rows))

@@ -149,7 +149,7 @@ def test_crosscheck_train_keeps_both_implementations_together(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2  # one row per epoch
-    drifts = [float(cell) for cell in rows[-1].strip("|").split("|")[2:]]
+    drifts = [float(cell) for cell in rows[-1].strip("|").split("|")[3:]]
     assert len(drifts) == 5 and max(drifts) < 1e-5  # loss and w1, b1, w2, b2
     assert "test accuracy: manual " in out and out.rstrip().splitlines()[-1].startswith("result: ok")
 
@@ -165,3 +165,33 @@ def test_crosscheck_train_reports_bad_options_in_one_line(capsys):
     assert train.main(["--dataset", "imagenet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: dataset: expected one of") and "'imagenet'" in err and "\n" not in err
+
+
+RECIPE_TRAINING = ["--recipe", "--train-size", "1500"]  # 1200 for training: 4 batches of the default 256 per epoch
+
+
+def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_schedule_and_stays_together(capsys):
+    train = load_script("crosscheck_train")
+    assert train.main(RECIPE_TRAINING) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 5  # the synthetic recipe's trainer.max_epochs
+    # One-cycle climbs from lr / 25 and anneals to lr / 25 / 1e4 (the module's default lr 0.05): it was stepped.
+    lrs = [float(r.split("|")[2]) for r in rows]
+    assert lrs[0] > 0.05 / 25 and lrs[-1] < 0.05 / 25 / 100
+    assert "the recipe (data.dataset=synthetic data.flip=True trainer.max_epochs=5" in out
+    assert out.rstrip().splitlines()[-1].startswith("result: ok")
+
+
+def test_crosscheck_train_with_the_recipe_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
+    train = load_script("crosscheck_train")
+    assert train.main(RECIPE_TRAINING) == 1
+    assert "result: FAIL" in capsys.readouterr().out
+
+
+def test_crosscheck_train_refuses_a_plain_setting_beside_the_recipe(capsys):
+    train = load_script("crosscheck_train")
+    with pytest.raises(SystemExit) as exit_:
+        train.main([*RECIPE_TRAINING, "--hidden", "8"])
+    assert exit_.value.code == 2
+    assert "--hidden: the recipe sets it" in capsys.readouterr().err
