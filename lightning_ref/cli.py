@@ -1,6 +1,6 @@
 """manualnet-train: the LightningCLI that trains TwoLayerClassifier on ImageDataModule (fit, validate, test, predict).
 
-    manualnet-train fit                                          # CIFAR-10 by its recipe, then test the best checkpoint
+    manualnet-train fit                                          # CIFAR-10 by its recipe, then test the last checkpoint
     manualnet-train fit --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
     manualnet-train fit --ckpt_path runs/manualnet/version_0/checkpoints/last.ckpt   # resume, history and best kept
     manualnet-train fit --test false --trainer.logger false       # no test after the fit, no logger
@@ -31,6 +31,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from jsonargparse import ArgumentError, Namespace
@@ -84,7 +85,14 @@ class ManualNetCLI(SubcommandHooks):
     def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
         if subcommand == "fit":
             parser.add_argument(
-                "--test", type=bool, default=True, help="after the fit, test the best checkpoint (false: fit only)"
+                "--test", type=bool, default=True, help="after the fit, test a checkpoint (false: fit only)"
+            )
+            parser.add_argument(
+                "--test_ckpt",
+                type=Literal["last", "best"],
+                default="last",
+                help="the checkpoint fit tests: last (the final weights, last.ckpt) or best (the best-validation "
+                "checkpoint, whose val_acc is biased up by that choice; README: Results)",
             )
         parser.set_defaults(self._recipe_defaults)
         # None unless given on their own: _fill_seeds sets them from seed_everything (one number repeats a run).
@@ -187,16 +195,20 @@ class ManualNetCLI(SubcommandHooks):
         return run_dir
 
     def after_fit(self) -> None:
-        """Test the best checkpoint (unless --test false), then write metrics.json and the two pictures from the
-        run's own history and print where they are."""
+        """Test the checkpoint --test_ckpt names (unless --test false), then write metrics.json and the two pictures
+        from the run's own history and print where they are."""
         trainer, ckpt_cb = self.trainer, self.trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-        tested = None
+        tested, tested_ckpt = None, None
         if self.config.fit.test:
+            # last: the weights in memory, which last.ckpt holds; best: ModelCheckpoint's best, if it kept one
+            best = ckpt_cb.best_model_path if ckpt_cb is not None and self.config.fit.test_ckpt == "best" else ""
             tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+            last = ckpt_cb.last_model_path if ckpt_cb is not None else ""
+            tested_ckpt = best or last or "the final weights"
         if not trainer.is_global_zero:
             return
-        metrics = fit_metrics(trainer, self.model, self.datamodule, self.recorder, tested, self.config.fit.ckpt_path)
+        ckpt_path = self.config.fit.ckpt_path
+        metrics = fit_metrics(trainer, self.model, self.datamodule, self.recorder, tested, tested_ckpt, ckpt_path)
         path = write_fit_outputs(self.recorder.run_dir, metrics, self.model, self.datamodule)
         sys.stdout.flush()
         print(f"metrics: {path}", flush=True)

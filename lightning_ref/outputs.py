@@ -13,8 +13,11 @@ from lightning_ref.plots import plot_curves, plot_w1
 from lightning_ref.recorder import RunRecorder
 
 
-def fit_metrics(trainer: L.Trainer, model, datamodule, rec: RunRecorder, tested: list | None, resumed_from) -> dict:
-    """metrics.json's content: the run, its best checkpoint and test, its speed, the cross-check, its history."""
+def fit_metrics(
+    trainer: L.Trainer, model, datamodule, rec: RunRecorder, tested: list | None, tested_ckpt: str | None, resumed_from
+) -> dict:
+    """metrics.json's content: the run, its best checkpoint, the test of `tested_ckpt`, its speed, the cross-check, its
+    history."""
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     cross = next((c for c in trainer.callbacks if isinstance(c, GradientCrossCheck)), None)
@@ -26,7 +29,7 @@ def fit_metrics(trainer: L.Trainer, model, datamodule, rec: RunRecorder, tested:
         "epochs": trainer.current_epoch,  # epochs completed, counting those before a resume
         "hidden": hp.hidden,
         "test_acc": number(tested[0].get("test_acc")) if tested else None,
-        "tested_ckpt": (best or "the final weights") if tested else None,
+        "tested_ckpt": tested_ckpt if tested else None,
         # the best checkpoint's score: its val_acc when (as by default) val_acc is the monitored metric
         "monitor": ckpt_cb.monitor if ckpt_cb is not None else None,
         "best_score": number(ckpt_cb.best_model_score) if ckpt_cb is not None else None,

@@ -20,7 +20,9 @@ After the grid, OUT/results.md and OUT/results.csv aggregate every done trial in
 and impl): mean, standard deviation, min and max over its seeds of val_best (the best-validation checkpoint's
 val_acc), val_last (the last epoch's), test_best and test_last (where tested) and the training time; and, for each
 configuration run with both impls, the paired difference manual - autograd per seed. OUT/trials.csv has a row per
-trial. The winner is the configuration with the best mean val_best (ties: the one run first). Testing runs
+trial. The winner is the configuration with the best mean val_last (ties: the one run first): the last epoch's
+checkpoint is the one manualnet-train fit tests, and its val_acc, unlike val_best, is not the maximum of a run's
+curve (scripts/checkpoint_policy.py). Testing runs
 `manualnet-train test` on a trial's best-validation checkpoint and on its last.ckpt, once (OUT/<trial>/test.json;
 never repeated): --test-winner tests the winner's trials (give it on the last run of a sweep done in stages, so that
 no stage's interim winner is tested); --test-all tests every trial of this run's grid (a report on fresh seeds, after

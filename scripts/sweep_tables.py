@@ -7,9 +7,10 @@ import statistics
 from pathlib import Path
 
 SEED = "seed_everything"  # the override that --seeds sets
-# A trial's measured columns: the best-validation checkpoint's val_acc, the last epoch's, both tested ones, the time.
-MEASURES = ("val_best", "val_last", "test_best", "test_last", "wall_s")
-PAIRED = ("val_best", "val_last", "test_best", "test_last")
+# A trial's measured columns: the last epoch's val_acc (the checkpoint fit tests), the best-validation checkpoint's,
+# both tested ones, the training time.
+MEASURES = ("val_last", "val_best", "test_last", "test_best", "wall_s")
+PAIRED = ("val_last", "val_best", "test_last", "test_best")
 
 
 def trial_row(trial_json: Path, metrics: dict) -> dict:
@@ -49,7 +50,7 @@ def spread(values: list) -> dict:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """One row per configuration, best mean val_best first (ties: the configuration seen first): its seeds and the
+    """One row per configuration, best mean val_last first (ties: the configuration seen first): its seeds and the
     spread of each measure over them."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -60,7 +61,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         agg["trials"] = [m["trial"] for m in members]
         agg |= {m: spread([r[m] for r in members]) for m in MEASURES}
         out.append(agg)
-    out.sort(key=lambda a: -(a["val_best"]["mean"] if a["val_best"]["mean"] is not None else -1))
+    out.sort(key=lambda a: -(a["val_last"]["mean"] if a["val_last"]["mean"] is not None else -1))
     return out
 
 
@@ -144,12 +145,13 @@ def markdown(out: Path, aggs: list[dict], pairs: list[dict], winner: dict | None
     """results.md: the configurations (mean ± std [min, max] over their seeds) and the paired differences."""
     name = overrides_text(winner["overrides"]) + f" ({winner['impl']})" if winner else "none"
     lines = [
-        f"Sweep in {out}: {len(aggs)} configurations, best mean val_best first. Each cell: mean ± std [min, max] over "
-        "the seeds (the sample standard deviation), or the one value. val_best: the best-validation checkpoint's "
-        "val_acc (biased up: it is the maximum over the epochs); val_last: the last epoch's. test_*: measured only "
-        f"where tested (--test-winner, --test-all), never used to choose. Winner by mean val_best: **{name}**.",
+        f"Sweep in {out}: {len(aggs)} configurations, best mean val_last first. Each cell: mean ± std [min, max] over "
+        "the seeds (the sample standard deviation), or the one value. val_last: the last epoch's val_acc, the "
+        "checkpoint manualnet-train fit tests; val_best: the best-validation checkpoint's (biased up: it is the "
+        "maximum over the epochs). test_*: measured only where tested (--test-winner, --test-all), never used to "
+        f"choose. Winner by mean val_last: **{name}**.",
         "",
-        "| config | impl | seeds | val_best | val_last | test_best | test_last | wall_s |",
+        "| config | impl | seeds | val_last | val_best | test_last | test_best | wall_s |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for a in aggs:
@@ -160,7 +162,7 @@ def markdown(out: Path, aggs: list[dict], pairs: list[dict], winner: dict | None
     if pairs:
         lines += ["", "Paired difference manual - autograd, per seed run with both (mean ± std [min, max]):", ""]
         lines += [
-            "| config | seeds | val_best | val_last | test_best | test_last |",
+            "| config | seeds | val_last | val_best | test_last | test_best |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for p in pairs:

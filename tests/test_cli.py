@@ -421,3 +421,32 @@ def test_checkpoints_are_read_with_weights_only_whatever_the_caller_or_the_envir
         PreloadedCheckpointIO({}).load_checkpoint(path, weights_only=False)  # Trainer's restore and test read here
     with pytest.raises(UsageError, match="torch.load with weights_only=True raised UnpicklingError"):
         check_checkpoint(str(path))
+
+
+SYNTH = ["--data.dataset", "synthetic", "--data.synthetic_train", "400", "--data.synthetic_test", "100"]
+SYNTH += ["--data.val_size", "100", "--data.batch_size", "50", "--model.hidden", "16", "--trainer.max_epochs", "3"]
+
+
+def accuracy_by_hand(ckpt: str) -> float:
+    """The checkpoint's test accuracy, computed here: its weights on the synthetic test split of SYNTH."""
+    model = TwoLayerClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    dm = ImageDataModule(dataset="synthetic", synthetic_train=400, synthetic_test=100, val_size=100, batch_size=50)
+    dm.prepare_data()
+    dm.setup("test")
+    right = total = 0
+    with torch.no_grad():
+        for x, y in dm.test_dataloader():
+            right += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    return right / total
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_fit_tests_the_checkpoint_test_ckpt_names_as_its_weights_score_by_hand(here, capsys, which):
+    import json
+
+    args = ["fit", *SYNTH, "--trainer.enable_progress_bar", "false"]
+    main(args if which == "last" else [*args, "--test_ckpt", "best"])  # last: the default
+    metrics = json.loads((run_of(capsys.readouterr().out) / "metrics.json").read_text())
+    assert metrics["tested_ckpt"] == metrics[f"{which}_ckpt"]
+    assert metrics["test_acc"] == pytest.approx(accuracy_by_hand(metrics[f"{which}_ckpt"]), abs=1e-6)

@@ -73,8 +73,8 @@ def test_the_tables_aggregate_each_configuration_over_its_seeds_as_the_statistic
             assert float(r["mean"]) == pytest.approx(statistics.fmean(xs), abs=1e-6)
             assert float(r["std"]) == pytest.approx(statistics.stdev(xs), abs=1e-6)
             assert (float(r["min"]), float(r["max"])) == pytest.approx((min(xs), max(xs)), abs=1e-6)
-    order = [r["config"] for r in csv.DictReader((swept / "results.csv").open()) if r["measure"] == "val_best"]
-    means = {h: statistics.fmean(metrics[h, s]["val_acc"] for s in (0, 1)) for h in ("2", "64")}
+    order = [r["config"] for r in csv.DictReader((swept / "results.csv").open()) if r["measure"] == "val_last"]
+    means = {h: statistics.fmean(metrics[h, s]["history"][-1]["val_acc"] for s in (0, 1)) for h in ("2", "64")}
     assert order == [f"model.hidden={h}" for h in sorted(means, key=lambda h: -means[h])]
     trials = list(csv.DictReader((swept / "trials.csv").open()))
     assert sorted((t["config"], t["seed"]) for t in trials) == [
@@ -84,7 +84,8 @@ def test_the_tables_aggregate_each_configuration_over_its_seeds_as_the_statistic
 
 def test_the_winning_configurations_trials_are_tested_once_on_their_best_and_last_checkpoints_and_only_they(swept):
     metrics = trial_metrics(swept)
-    winner = max(("2", "64"), key=lambda h: statistics.fmean(metrics[h, s]["val_acc"] for s in (0, 1)))
+    last = {h: statistics.fmean(metrics[h, s]["history"][-1]["val_acc"] for s in (0, 1)) for h in ("2", "64")}
+    winner = max(("2", "64"), key=last.get)
     for (hidden, _), m in metrics.items():
         path = swept / m["trial"] / "test.json"
         assert path.exists() == (hidden == winner)
@@ -97,7 +98,7 @@ def test_the_winning_configurations_trials_are_tested_once_on_their_best_and_las
             logged = [x for x in logged if x]
             assert len(logged) == 1 and float(logged[0]) == tested[which]["test_acc"]  # one test run, as logged
     rows = {(r["config"], r["measure"]): r for r in csv.DictReader((swept / "results.csv").open())}
-    assert rows[f"model.hidden={winner}", "val_best"]["winner"] == "1"
+    assert rows[f"model.hidden={winner}", "val_last"]["winner"] == "1"
     assert rows[f"model.hidden={winner}", "test_best"]["n"] == "2"
     loser = "2" if winner == "64" else "64"
     assert rows[f"model.hidden={loser}", "test_best"]["n"] == "0"
