@@ -7,6 +7,7 @@ differences) against numbers worked by hand."""
 
 import csv
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -115,6 +116,8 @@ def test_a_rerun_skips_done_trials_and_tests_and_reruns_a_cut_off_one(swept, cap
     assert run_sweep(swept, *AXES, "--test-winner") == 0
     out = capsys.readouterr().out
     assert out.count("done before") == 3 and out.count(": running") == 1
+    total, processes = (float(w) for w in re.search(r"sweep: (\d+) s in all, (\d+) s of it in trial", out).groups())
+    assert 0 < processes <= total  # the one trial run again, and nothing tested again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (swept / cut_trial / "version_0").is_dir() and (swept / cut_trial / "version_1" / "metrics.json").is_file()
 
