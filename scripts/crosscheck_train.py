@@ -9,7 +9,10 @@ max |reference|); at the end both test accuracies. Exits with status 1 when a dr
 With --recipe they train as `manualnet-train fit --data.dataset D` does, over the recipe's full length: the data set's
 recipe (lightning_ref/recipes/D.yaml) over the classes' defaults sets H, augmentation, batch size and epochs, and each
 side is a TwoLayerClassifier (impl manual and autograd, one seed) stepping the optimizer and learning-rate schedule of
-its own configure_optimizers (TwoLayerClassifier.optimizer_and_schedule) after every batch.
+its own configure_optimizers (TwoLayerClassifier.optimizer_and_schedule) after every batch. That run is measured, not
+judged (exit 0): at the recipe's learning rates SGD amplifies the two backward passes' rounding differences until
+the weights part by tens of percent, while both reach the same accuracy (the README's Results show a run); the
+tolerance holds for the short plain run, and the per-step gradients are compared by the harness and the live check.
 """
 
 import argparse
@@ -29,10 +32,10 @@ from manualnet.crosscheck import compare
 
 NAMES = ("w1", "b1", "w2", "b2")
 
-# Max relative weight difference and max loss difference allowed at the end of any epoch. The two backward passes
-# round differently (float32: ~1e-7 of each gradient) and SGD carries the differences forward (docs/performance.md
-# and the README give the drifts measured). 1e-4 leaves room for long runs, while a gradient 1e-3 off moves the
-# weights apart by more than that within an epoch (tests/test_crosscheck.py).
+# Max relative weight difference and max loss difference allowed at the end of any epoch of the plain run. The two
+# backward passes round differently (float32: ~1e-7 of each gradient) and SGD carries the differences forward; at the
+# plain run's small lr they stay far below 1e-4, while a gradient 1e-3 off moves the weights apart by more than that
+# within an epoch (tests/test_crosscheck.py).
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 # The plain run's settings, which --recipe replaces with the recipe's.
 PLAIN = {"epochs": 3, "hidden": 64, "batch_size": 128, "lr": 0.01, "momentum": 0.9}
@@ -206,15 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         training = f"the recipe ({options}; the rest the classes' defaults: manualnet-train fit --print_config)"
     else:
         training = f"batch {args.batch_size}, H={args.hidden}, SGD lr={args.lr} momentum={args.momentum}"
+    judged = "no tolerance: a recipe's length is measured, not judged" if args.recipe else f"tolerance {tol:g}"
     print(
         f"# Manual vs autograd, trained side by side\n\n"
         f"{args.dataset}: {len(data.x_train)} training images, {args.epochs} epochs, {training}, {args.dtype}, "
-        f"seed {args.seed}; tolerance {tol:g} on every difference.\n"
+        f"seed {args.seed}; {judged}.\n"
     )
     rows, acc_m, acc_r = train_side_by_side(data, args)
     print(format_rows(rows))
     print(f"\ntest accuracy: manual {acc_m:.4f}, autograd {acc_r:.4f}")
     worst = max(max(r["loss_diff"], *(r[name] for name in NAMES)) for r in rows)
+    if args.recipe:
+        print(f"result: measured, largest difference {worst:.2e}")
+        return 0
     if not worst <= tol:
         print(f"result: FAIL, largest difference {worst:.2e} > tolerance {tol:g}")
         return 1

@@ -170,7 +170,7 @@ def test_crosscheck_train_reports_bad_options_in_one_line(capsys):
 RECIPE_TRAINING = ["--recipe", "--train-size", "1500"]  # 1200 for training: 4 batches of the default 256 per epoch
 
 
-def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_schedule_and_stays_together(capsys):
+def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_schedule_and_reports_without_judging(capsys):
     train = load_script("crosscheck_train")
     assert train.main(RECIPE_TRAINING) == 0
     out = capsys.readouterr().out
@@ -180,13 +180,7 @@ def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_sched
     lrs = [float(r.split("|")[2]) for r in rows]
     assert lrs[0] > 0.05 / 25 and lrs[-1] < 0.05 / 25 / 100
     assert "the recipe (data.dataset=synthetic data.flip=True trainer.max_epochs=5" in out
-    assert out.rstrip().splitlines()[-1].startswith("result: ok")
-
-
-def test_crosscheck_train_with_the_recipe_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
-    train = load_script("crosscheck_train")
-    assert train.main(RECIPE_TRAINING) == 1
-    assert "result: FAIL" in capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("result: measured, largest difference ")
 
 
 def test_crosscheck_train_refuses_a_plain_setting_beside_the_recipe(capsys):
