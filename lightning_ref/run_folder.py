@@ -10,6 +10,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning_ref.defaults import RUN_NAME
 from manualnet.validate import UsageError
 
+FIT_ONLY = ("test", "test_ckpt")  # the options only fit has (ManualNetCLI.add_subcommand_arguments)
+
 
 class RunConfig(SaveConfigCallback):
     """Saves the run's resolved config as config.yaml in its run folder (`run_dir`, set by the CLI), whatever the
@@ -19,11 +21,12 @@ class RunConfig(SaveConfigCallback):
     run_dir: Path | None = None
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        # Without fit's own --test (metrics.json says whether the test ran), so that any subcommand takes the file:
-        # `manualnet-train test --config <run>/config.yaml --ckpt_path ...`.
+        # Without fit's own --test and --test_ckpt (metrics.json says what was tested), so that any subcommand takes
+        # the file: `manualnet-train test --config <run>/config.yaml --ckpt_path ...`.
         config = self.config.clone()
-        if "test" in config:
-            del config["test"]
+        for key in FIT_ONLY:
+            if key in config:
+                del config[key]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.parser.save(config, self.run_dir / "config.yaml", skip_none=False, multifile=self.multifile)
 
