@@ -10,13 +10,16 @@ import csv
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import fake_images, write_cifar
 
+import lightning_ref.sources
 from lightning_ref.cli import main
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
@@ -232,10 +235,25 @@ def test_print_config_shows_every_group_with_the_defaults(here, capsys):
         assert line in out
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """The runs/ folder of one fit (fake CIFAR-10, TINY, in this process), made once for the module."""
+    root = tmp_path_factory.mktemp("finished")
+    x, y = fake_images(800, (3, 32, 32), 10, seed=10)
+    data = write_cifar(root / "data", x[:600], y[:600], x[600:], y[600:])
+    with pytest.MonkeyPatch.context() as mp:  # as the function-scoped fixtures here, cifar_checksums_off and the cache
+        mp.setattr(lightning_ref.sources, "check_md5", lambda path, data, expected: None)
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+        mp.chdir(root)
+        mp.setattr(sys, "argv", ["manualnet-train"])
+        main(["fit", *cifar_args(data), *TINY, "--trainer.enable_progress_bar", "false"])
+    return root / "runs"
+
+
 @pytest.fixture
-def saved_run(here, fake_cifar10) -> Path:
-    """A finished run at runs/manualnet/version_0 (fit in this process), whose files must survive what follows."""
-    main(["fit", *cifar_args(fake_cifar10), *TINY, "--trainer.enable_progress_bar", "false"])
+def saved_run(here, fake_cifar10, finished_run) -> Path:
+    """A finished run at runs/manualnet/version_0 (a copy of finished_run), whose files must survive what follows."""
+    shutil.copytree(finished_run, here / "runs")
     return here / "runs" / "manualnet" / "version_0"
 
 
