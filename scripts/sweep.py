@@ -191,9 +191,8 @@ def done_rows(out: Path) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sweep; 0 when done, 2 for bad input (one line on stderr)."""
-    argv = sys.argv[1:] if argv is None else argv
+def plan(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[dict[str, str]]]:
+    """The sweep's options, BASE and grid, every trial's options checked by the CLI's parser; SweepError if bad."""
     base = argv[argv.index("--") + 1 :] if "--" in argv else []
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (trials, results.md/.csv)")
@@ -203,13 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     tests.add_argument("--test-winner", action="store_true", help="test the winning configuration's trials, once")
     tests.add_argument("--test-all", action="store_true", help="test every trial of this grid, once")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    grid = trials(parse_axes(args.set, parse_seeds(args.seeds)))
+    for old in args.out.glob("t-*/trial.json"):
+        if json.loads(old.read_text())["base"] != base:
+            raise SweepError(f"--out: {args.out} holds trials of other base arguments ({old}); use another folder")
+    for overrides in grid:
+        check_parses(fit_args(base, overrides, args.out, "check"))
+    return args, base, grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep; 0 when done, 2 for bad input (one line on stderr)."""
     try:
-        grid = trials(parse_axes(args.set, parse_seeds(args.seeds)))
-        for old in args.out.glob("t-*/trial.json"):
-            if json.loads(old.read_text())["base"] != base:
-                raise SweepError(f"--out: {args.out} holds trials of other base arguments ({old}); use another folder")
-        for overrides in grid:
-            check_parses(fit_args(base, overrides, args.out, "check"))
+        args, base, grid = plan(sys.argv[1:] if argv is None else argv)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
