@@ -71,7 +71,7 @@ def parse_seeds(text: str | None) -> list[int]:
 
 
 def parse_axes(sets: list[str], seeds: list[int]) -> dict[str, list[str]]:
-    """--set KEY=V1,V2 ... -> {KEY: [V1, V2]}, in the order given, and the seeds as the last axis."""
+    """--set KEY=V1,V2 ... -> {KEY: [V1, V2]}, in the order given, after the seeds as the first axis."""
     if not sets and not seeds:
         raise SweepError("--set: expected an axis KEY=V1,V2,... or --seeds, got neither (the sweep space is empty)")
     axes: dict[str, list[str]] = {}
@@ -86,13 +86,13 @@ def parse_axes(sets: list[str], seeds: list[int]) -> dict[str, list[str]]:
         if key == SEED:
             raise SweepError(f"--set: expected the seeds as --seeds, got the axis {key!r}")
         axes[key] = vals
-    if seeds:
-        axes[SEED] = [str(seed) for seed in seeds]
-    return axes
+    # Seeds first, varying slowest: each seed runs every configuration before the next seed starts, so that the
+    # configurations' trials interleave in time (a machine that slows down mid-sweep slows them alike).
+    return ({SEED: [str(seed) for seed in seeds]} if seeds else {}) | axes
 
 
 def trials(axes: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Every combination of the axes' values, the first axis varying slowest (the seeds fastest)."""
+    """Every combination of the axes' values, the first axis varying slowest."""
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
