@@ -100,6 +100,18 @@ class ManualNetCLI(SubcommandHooks):
         keys = [k for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
         self._model_defaults[subcommand] = {k: parser.get_default(f"model.{k}") for k in keys}
 
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """LightningCLI's --seed_everything, with help saying which seeds it sets."""
+        parser.add_argument(
+            "--seed_everything",
+            type=bool | int,
+            default=self.seed_everything_default,
+            help="One number repeats a run: seeds torch, and sets model.seed (the init) and data.seed (the validation "
+            "split, the batch order and augmentation) unless they are given on their own; with --ckpt_path they "
+            "follow the checkpoint's model seed. true: a random one (config.yaml saves it); false: torch "
+            "unseeded, the two seeds 0.",
+        )
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")

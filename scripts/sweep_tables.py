@@ -14,12 +14,15 @@ PAIRED = ("val_last", "val_best", "test_last", "test_best")
 
 
 def trial_row(trial_json: Path, metrics: dict) -> dict:
-    """One done trial: its overrides (seed apart), seed, impl, epochs, best epoch, and MEASURES (None: not measured)."""
+    """One done trial: its overrides (seed apart), seed, impl, epochs, best-validation epoch (1-based), and MEASURES
+    (None: not measured)."""
     overrides = json.loads(trial_json.read_text())["overrides"]
     tested = trial_json.with_name("test.json")
     tests = json.loads(tested.read_text()) if tested.exists() else {}
     history = metrics["history"]
-    best_epoch = max(history, key=lambda h: h["val_acc"])["epoch"] if history else None
+    # 1-based, as in "epoch 58 of 60" (Lightning's epoch and the checkpoint names count from 0); the earliest of ties,
+    # as ModelCheckpoint keeps it
+    best_epoch = max(range(len(history)), key=lambda e: (history[e]["val_acc"], -e)) + 1 if history else None
     return {
         "trial": trial_json.parent.name,
         "overrides": {k: v for k, v in overrides.items() if k != SEED},

@@ -75,3 +75,11 @@ def test_validate_from_a_checkpoint_keeps_the_checkpoints_seed_for_the_split(her
     ckpt = here / "runs" / "manualnet" / "version_0" / "checkpoints" / "last.ckpt"
     main(["validate", *SMALL, "--ckpt_path", str(ckpt)])
     assert seeds_of(here / "runs" / "manualnet" / "version_1") == (0, 3, 3)
+
+
+def test_help_says_what_seed_everything_sets(here, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sets model.seed (the init) and data.seed (the validation split, the batch order and augmentation)" in text
