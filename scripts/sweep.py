@@ -206,7 +206,9 @@ def plan(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[dict[str,
     for old in args.out.glob("t-*/trial.json"):
         if json.loads(old.read_text())["base"] != base:
             raise SweepError(f"--out: {args.out} holds trials of other base arguments ({old}); use another folder")
-    for overrides in grid:
+    # Once per configuration: a seed is an integer parse_seeds checked, and seed_everything takes any.
+    configs = {tuple((k, v) for k, v in o.items() if k != SEED): o for o in grid}
+    for overrides in configs.values():
         check_parses(fit_args(base, overrides, args.out, "check"))
     return args, base, grid
 
