@@ -30,6 +30,11 @@ def recipe_for(args: list[str]) -> Path | None:
             dataset = b
         elif a.startswith("--data.dataset="):
             dataset = a.split("=", 1)[1]
+    return recipe_of(dataset)
+
+
+def recipe_of(dataset: str) -> Path | None:
+    """The packaged recipe of `dataset`, or None when no recipe has that name."""
     recipe = RECIPES / f"{dataset}.yaml"
     return recipe if recipe.is_file() else None
 

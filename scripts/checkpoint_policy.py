@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from sweep import done_rows
-from sweep_tables import config_of, overrides_text
+from sweep_tables import best_epoch, config_of, overrides_text
 
 
 def curves(out: Path) -> dict[tuple, list[list[float]]]:
@@ -40,7 +40,7 @@ def policy_rows(found: dict[tuple, list[list[float]]]) -> list[dict]:
         peak = max(range(len(mean)), key=lambda e: (mean[e], e))
         rows.append({
             "config": overrides_text(dict(overrides)), "impl": impl, "seeds": len(runs),
-            "best_epochs": [max(range(len(r)), key=lambda e: (r[e], -e)) + 1 for r in runs],
+            "best_epochs": [best_epoch(r) for r in runs],
             "peak_epoch": peak + 1, "peak": mean[peak], "last": mean[-1], "epochs": len(mean),
             "best_minus_last": statistics.fmean(max(r) - r[-1] for r in runs),
         })  # fmt: skip

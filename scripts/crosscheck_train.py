@@ -25,7 +25,7 @@ from _args import positive_int
 from lightning_ref.cache import DataMissingError
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
-from lightning_ref.recipe import RECIPES, recipe_defaults
+from lightning_ref.recipe import recipe_defaults, recipe_of
 from lightning_ref.reference import reference_from, reference_weights
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import compare
@@ -66,7 +66,9 @@ def recipe_pair(data: ImageDataModule, args: argparse.Namespace) -> tuple[TwoLay
     model_options = {k.removeprefix("model."): v for k, v in args.recipe.items() if k.startswith("model.")}
     steps, nets = [], []
     for impl in ("manual", "autograd"):
-        module = TwoLayerClassifier(data.input_shape, data.num_classes, **{**model_options, "impl": impl})
+        module = TwoLayerClassifier(
+            data.input_shape, data.num_classes, **{**model_options, "impl": impl, "seed": args.seed}
+        )
         module.net.to(getattr(torch, args.dtype))
         plan = module.optimizer_and_schedule(args.epochs * len(data.train_dataloader()))
         steps.append((plan["optimizer"], plan["lr_scheduler"]["scheduler"]))
@@ -167,14 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in PLAIN.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.recipe = recipe_of(args.dataset) if args.recipe else {}
+    # The data set's recipe as flat options ({"data.flip": True, "model.hidden": 1024, ...}); {} if it has none.
+    path = recipe_of(args.dataset) if args.recipe else None
+    args.recipe = recipe_defaults(path) if path is not None else {}
     return args
-
-
-def recipe_of(dataset: str) -> dict[str, object]:
-    """The data set's recipe as flat options ({"data.flip": True, "model.hidden": 1024, ...}); {} if it has none."""
-    path = RECIPES / f"{dataset}.yaml"
-    return recipe_defaults(path) if path.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,22 +20,25 @@ def trial_row(trial_json: Path, metrics: dict) -> dict:
     tested = trial_json.with_name("test.json")
     tests = json.loads(tested.read_text()) if tested.exists() else {}
     history = metrics["history"]
-    # 1-based, as in "epoch 58 of 60" (Lightning's epoch and the checkpoint names count from 0); the earliest of ties,
-    # as ModelCheckpoint keeps it
-    best_epoch = max(range(len(history)), key=lambda e: (history[e]["val_acc"], -e)) + 1 if history else None
     return {
         "trial": trial_json.parent.name,
         "overrides": {k: v for k, v in overrides.items() if k != SEED},
         "seed": int(overrides[SEED]) if SEED in overrides else None,
         "impl": metrics["impl"],
         "epochs": metrics["epochs"],
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch([h["val_acc"] for h in history]) if history else None,
         "val_best": metrics["val_acc"],
         "val_last": history[-1]["val_acc"] if history else None,
         "test_best": tests.get("best", {}).get("test_acc"),
         "test_last": tests.get("last", {}).get("test_acc"),
         "wall_s": metrics["wall_s"],
     }
+
+
+def best_epoch(curve: list[float]) -> int:
+    """The best-validation epoch of a val_acc curve, 1-based as in "epoch 58 of 60" (Lightning's epoch and the
+    checkpoint names count from 0); the earliest of ties, as ModelCheckpoint keeps it."""
+    return max(range(len(curve)), key=lambda e: (curve[e], -e)) + 1
 
 
 def config_of(row: dict) -> tuple:
