@@ -13,8 +13,8 @@ the batch order and augmentation; the generated data set too) unless they are gi
 they follow the checkpoint's model seed instead.
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
-says so on stderr: its values are the defaults, options given on the command line override them, and --config FILE
-replaces the recipe.
+says so on stderr: its values replace the code's defaults, options given on the command line override them, and
+--config FILE replaces the recipe. --help shows the code's defaults; --print_config shows the values a run gets.
 
 Every run writes into a new folder under trainer.default_root_dir (runs/): the first logger's version folder when it
 is a CSV or TensorBoard logger (runs/manualnet/version_k with the default CSVLogger, whose save_dir follows
@@ -46,15 +46,9 @@ from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.outputs import PredictionsCSV, fit_metrics, write_fit_outputs
-from lightning_ref.recipe import recipe_defaults, recipe_for
+from lightning_ref.recipe import RecipeParser, fill_unset, recipe_keys, say_recipe
 from lightning_ref.recorder import RunRecorder
-from lightning_ref.resume import (
-    PreloadedCheckpointIO,
-    check_checkpoint,
-    check_matches,
-    check_model_options,
-    same,
-)
+from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint, check_matches, check_model_options
 from lightning_ref.run_folder import RunConfig, check_writable, discard_unused_run_dir, run_folder
 from lightning_ref.sources import DataFileError
 from manualnet.validate import UsageError
@@ -68,21 +62,24 @@ GROUPS = {
     "crosscheck": GradientCrossCheck,
 }
 LINKED = {("model", "input_shape"), ("model", "num_classes")}
+# The model's options a user gives: a checkpoint's hyperparameters fill those not given, and refuse those that differ.
+MODEL_OPTIONS = [f"model.{k}" for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
+SEEDS = ("model.seed", "data.seed")  # None until _fill_seeds: seed_everything's value, or the checkpoint's seed
 
 
 class ManualNetCLI(SubcommandHooks):
     """LightningCLI with the data module's input shape and class count linked into the model, ModelCheckpoint and
-    GradientCrossCheck as configurable groups, a run folder per run, checks before any work, and fit's test and
-    outputs (run_folder, resume and outputs do the work)."""
+    GradientCrossCheck as configurable groups, the data set's recipe for options not given, a run folder per run,
+    checks before any work, and fit's test and outputs (recipe, run_folder, resume and outputs do the work)."""
 
-    def __init__(self, *args, recorder: RunRecorder, recipe: Path | None = None, **kwargs) -> None:
+    def __init__(self, *args, recorder: RunRecorder, **kwargs) -> None:
         self.recorder = recorder  # set before LightningCLI runs the subcommand inside its __init__
-        self.recipe = recipe  # the recipe whose values are the defaults (main() chose it: no --config given)
-        self._recipe_defaults = recipe_defaults(recipe) if recipe is not None else {}
-        self._model_defaults: dict[str, dict] = {}  # per subcommand: the model options' defaults, recipe included
-        super().__init__(*args, **kwargs)
+        self._unset: dict[
+            str, dict[str, object]
+        ] = {}  # per subcommand: the options left unset, with the code's defaults
+        super().__init__(*args, parser_class=RecipeParser, **kwargs)
 
-    def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
+    def add_subcommand_arguments(self, parser: RecipeParser, subcommand: str) -> None:
         if subcommand == "fit":
             parser.add_argument(
                 "--test", type=bool, default=True, help="after the fit, test a checkpoint (false: fit only)"
@@ -94,11 +91,14 @@ class ManualNetCLI(SubcommandHooks):
                 help="the checkpoint fit tests: last (the final weights, last.ckpt) or best (the best-validation "
                 "checkpoint, whose val_acc is biased up by that choice; README: Results)",
             )
-        parser.set_defaults(self._recipe_defaults)
-        # None unless given on their own: _fill_seeds sets them from seed_everything (one number repeats a run).
-        parser.set_defaults({"model.seed": None, "data.seed": None})
-        keys = [k for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
-        self._model_defaults[subcommand] = {k: parser.get_default(f"model.{k}") for k in keys}
+        # Unset until resolve_config: what the user gave is then told from what the recipe, checkpoint or code sets.
+        parser.leave_unset(sorted(set(MODEL_OPTIONS) - set(SEEDS) | recipe_keys()))
+        self._unset[subcommand] = parser.unset
+        parser.description = (
+            f"{parser.description} Without --config, its data set's recipe (lightning_ref/recipes/<dataset>.yaml) "
+            "sets some options: --help shows the code's defaults, --print_config shows the values a run gets."
+        )
+        parser.set_defaults(dict.fromkeys(SEEDS))
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """LightningCLI's --seed_everything, with help saying which seeds it sets."""
@@ -131,16 +131,23 @@ class ManualNetCLI(SubcommandHooks):
         # Read once, here (before LightningCLI takes the checkpoint's hyperparameters into the config).
         self._ckpt = check_checkpoint(path) if path else None
 
-    def apply_checkpoint_hyperparameters(self) -> None:
-        """The checkpoint's hyperparameters into the config, from the checkpoint read once, after refusing a model
-        option the user set (away from its default, on the command line or in a --config) that contradicts them."""
-        if self._ckpt is None:
+    def resolve_config(self) -> None:
+        """After the parse: a model option the user gave (on the command line or in a config file) that contradicts
+        the checkpoint is refused, and the checkpoint's hyperparameters fill the others; then each option left unset
+        takes its data set's recipe value when no --config is given (said on stderr), else the code's default."""
+        sub = self.config.get("subcommand")
+        if sub is None:
             return
-        sub, model = self.config.subcommand, self.config[self.config.subcommand].model
-        defaults = self._model_defaults[sub]
-        given = {k: model.get(k) for k, default in defaults.items() if not same(model.get(k), default)}
-        hp = check_model_options(self._ckpt, self.config[sub].ckpt_path, given)
-        self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
+        if self._ckpt is not None:
+            model = self.config[sub]
+            given = {k[6:]: model[k] for k in MODEL_OPTIONS if model.get(k) is not None}
+            hp = check_model_options(self._ckpt, model.ckpt_path, given)
+            self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
+        cfg = self.config[sub]
+        use_recipe = not (self.config.get("config") or cfg.get("config"))
+        recipe = fill_unset(cfg, self._unset[sub], use_recipe)
+        if recipe is not None:
+            say_recipe(recipe)
 
     def before_instantiate_classes(self) -> None:
         """The seeds not given on their own follow seed_everything; loggers left at their default save_dir follow
@@ -250,7 +257,7 @@ def with_valid_keys(message: str) -> str:
     return f"{message} (the {group} options: {', '.join(keys)})"
 
 
-def build_cli(args, recorder: RunRecorder, recipe: Path | None = None) -> ManualNetCLI:
+def build_cli(args, recorder: RunRecorder) -> ManualNetCLI:
     """manualnet-train's LightningCLI on `args` (as on the command line; None: sys.argv), run."""
     return ManualNetCLI(
         TwoLayerClassifier,
@@ -264,7 +271,6 @@ def build_cli(args, recorder: RunRecorder, recipe: Path | None = None) -> Manual
         parser_kwargs={"exit_on_error": False, "description": __doc__.split("\n")[0]},
         args=args,
         recorder=recorder,
-        recipe=recipe,
     )
 
 
@@ -273,11 +279,8 @@ def main(args: list[str] | None = None) -> None:
     bad data, an unusable checkpoint) found before any work exits 2 with one line on stderr; any other exception, and
     any raised once work has begun, keeps its traceback."""
     recorder = RunRecorder()
-    recipe = recipe_for(sys.argv[1:] if args is None else list(args))
-    if recipe is not None:
-        print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
     try:
-        build_cli(args, recorder, recipe)
+        build_cli(args, recorder)
     except (UsageError, DataMissingError, DataFileError, ArgumentError) as e:
         if recorder.started:  # past setup: a failure during the run keeps its traceback
             raise

@@ -2,9 +2,10 @@
 
 - `_prepare_subcommand_parser`: the one place a subcommand's parser is built; `fit --test` is an option of `fit` only
   (add_arguments_to_parser runs for every subcommand without saying which).
-- `_parse_ckpt_path`: where LightningCLI reads `--ckpt_path` again (torch.load) to take the model's hyperparameters into
-  the config; here they come from the checkpoint the CLI has read and checked once, after refusing a model option
-  that contradicts them (LightningCLI would replace it silently).
+- `_parse_ckpt_path`: the one call between the parse and seeding, where LightningCLI reads `--ckpt_path` again
+  (torch.load) to take the model's hyperparameters into the config; here they come from the checkpoint the CLI has
+  read and checked once, after refusing a model option that contradicts them (LightningCLI would replace it
+  silently), and the options left unset take the recipe's or the code's values.
 
 tests/test_lightning_private.py fails, naming the attribute, when a Lightning release renames or drops one of them;
 pyproject.toml pins the Lightning releases this was tested with.
@@ -22,9 +23,9 @@ class SubcommandHooks(LightningCLI):
     def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
         """Add arguments to the parser of `subcommand` only."""
 
-    def apply_checkpoint_hyperparameters(self) -> None:
-        """Take the model's hyperparameters from --ckpt_path into self.config (LightningCLI's own reading by
-        default)."""
+    def resolve_config(self) -> None:
+        """Complete self.config after the parse, before seeding (by default LightningCLI's own: the model's
+        hyperparameters from --ckpt_path)."""
         super()._parse_ckpt_path()
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs) -> LightningArgumentParser:
@@ -33,4 +34,4 @@ class SubcommandHooks(LightningCLI):
         return parser
 
     def _parse_ckpt_path(self) -> None:
-        self.apply_checkpoint_hyperparameters()
+        self.resolve_config()

@@ -1,36 +1,18 @@
-"""The training recipes: lightning_ref/recipes/<dataset>.yaml, the defaults of a run that gives no --config."""
+"""The training recipes (lightning_ref/recipes/<dataset>.yaml), and the parser that leaves the options a recipe or a
+checkpoint may set unset (None) until the one parse is done, so that the parsed data set picks the recipe and an
+option given on the command line or in a config file is told from one left to the recipe, the checkpoint or the code.
+"""
 
-import inspect
+import sys
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser
 
-from lightning_ref.data import ImageDataModule
 from manualnet.validate import UsageError
 
 RECIPES = Path(__file__).with_name("recipes")  # one <dataset>.yaml per data set, shipped as package data
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def recipe_for(args: list[str]) -> Path | None:
-    """The packaged recipe of the data set that command-line `args` name (--data.dataset, else the data module's
-    default), when they name a subcommand and give no --config; else None, as when no recipe has that name (the data
-    module then says which data sets exist).
-
-    This is the one look at the command line before LightningCLI parses it: a recipe's values are the parser's
-    defaults, so they must be in place before the parse (which --print_config prints, and which the command line
-    then overrides)."""
-    if not any(a in SUBCOMMANDS for a in args) or any(
-        a in ("--config", "-c") or a.startswith("--config=") for a in args
-    ):
-        return None
-    dataset = inspect.signature(ImageDataModule).parameters["dataset"].default
-    for a, b in zip(args, [*args[1:], None], strict=True):
-        if a == "--data.dataset" and b is not None:
-            dataset = b
-        elif a.startswith("--data.dataset="):
-            dataset = a.split("=", 1)[1]
-    return recipe_of(dataset)
 
 
 def recipe_of(dataset: str) -> Path | None:
@@ -40,11 +22,16 @@ def recipe_of(dataset: str) -> Path | None:
 
 
 def recipe_defaults(recipe: Path) -> dict[str, object]:
-    """The recipe's values as parser defaults: {"data.flip": True, "trainer.max_epochs": 40, ...}."""
+    """The recipe's values: {"data.flip": True, "trainer.max_epochs": 40, ...}."""
     tree = yaml.safe_load(recipe.read_text()) or {}
     if not isinstance(tree, dict):
         raise UsageError(f"recipe: expected a mapping of options in {recipe}, got {type(tree).__name__}")
     return flat(tree)
+
+
+def recipe_keys() -> set[str]:
+    """The options some recipe sets, less data.dataset (which picks the recipe)."""
+    return {k for path in RECIPES.glob("*.yaml") for k in recipe_defaults(path)} - {"data.dataset"}
 
 
 def flat(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -56,3 +43,46 @@ def flat(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def fill_unset(cfg: Namespace, defaults: dict[str, object], use_recipe: bool) -> Path | None:
+    """Give each option of `defaults` (key -> the code's default) that the parse left unset (None) its value: the
+    recipe's, when `use_recipe` (no --config given) and the recipe of cfg's data set sets it, else the code's. Returns
+    the recipe it used, if any."""
+    recipe = recipe_of(cfg.data.dataset) if use_recipe else None
+    values = {**defaults, **(recipe_defaults(recipe) if recipe is not None else {})}
+    for key in defaults:
+        if cfg.get(key) is None:
+            cfg[key] = values[key]
+    return recipe
+
+
+def say_recipe(recipe: Path) -> None:
+    print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
+
+
+class RecipeParser(LightningArgumentParser):
+    """A subcommand's parser whose options in `unset` (key -> the code's default) default to None, filled after the
+    parse (fill_unset); --print_config prints them filled, and --help shows the code's defaults."""
+
+    unset: dict[str, object] = {}
+
+    def leave_unset(self, keys: list[str]) -> None:
+        """Default these options to None, keeping the code's defaults for fill_unset and the help."""
+        self.unset = {k: self.get_default(k) for k in keys}
+        self.set_defaults({k: None for k in keys})
+
+    def dump(self, cfg: Namespace, *args, **kwargs) -> str:
+        if any(cfg.get(k) is None for k in self.unset):  # --print_config, which prints inside the parse
+            cfg = cfg.clone()
+            recipe = fill_unset(cfg, self.unset, use_recipe=not cfg.get("config"))
+            if recipe is not None:
+                say_recipe(recipe)
+        return super().dump(cfg, *args, **kwargs)
+
+    def format_help(self) -> str:
+        self.set_defaults(self.unset)
+        try:
+            return super().format_help()
+        finally:
+            self.set_defaults({k: None for k in self.unset})

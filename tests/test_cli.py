@@ -306,6 +306,8 @@ BAD = [
     (["--trainer.logger", "{unbuildable}"], "cannot be built (ModuleNotFoundError"),
     (["--trainer.default_root_dir", "{under_a_file}"], "trainer.default_root_dir: cannot write"),
     (["--ckpt_path", "{last}", "--model.hidden", "32"], "model.hidden: the checkpoint {last} has 16, got 32"),
+    # given at the code's default (2048) is still given: refused, not taken for "not given"
+    (["--ckpt_path", "{last}", "--model.hidden", "2048"], "model.hidden: the checkpoint {last} has 16, got 2048"),
     (["--ckpt_path", "{last}", "--config", "{hidden_32}"], "model.hidden: the checkpoint {last} has 16, got 32"),
     (
         ["--ckpt_path", "{last}", "--trainer.max_epochs", "3"],

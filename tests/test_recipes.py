@@ -12,7 +12,7 @@ import yaml
 
 from lightning_ref.cli import main
 from lightning_ref.data import SPECS
-from lightning_ref.recipe import RECIPES, flat, recipe_for
+from lightning_ref.recipe import RECIPES, flat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,13 +73,30 @@ def test_command_line_options_override_the_recipe_and_a_config_replaces_it(tmp_p
     assert config["trainer.max_epochs"] == 7 and "recipe" not in err
 
 
-def test_the_recipe_is_the_named_data_sets_and_only_without_a_config():
-    assert recipe_for(["fit", "--data.dataset", "mnist", "--x", "1"]) == RECIPES / "mnist.yaml"
-    assert recipe_for(["fit", "--data.dataset=fashion-mnist"]) == RECIPES / "fashion-mnist.yaml"
-    assert recipe_for(["fit"]) == RECIPES / "cifar10.yaml"
-    assert recipe_for(["fit", "--config", "a.yaml", "--data.dataset", "mnist"]) is None
-    assert recipe_for(["--help"]) is None
-    assert recipe_for(["fit", "--data.dataset", "cifar11"]) is None
+def test_the_recipe_is_the_parsed_data_sets_wherever_the_data_set_is_given(tmp_path, capsys):
+    """The recipe follows the data set the parse found: also from a group config file (--data FILE) or the
+    key=value form, which a look at the command line would miss."""
+    data = tmp_path / "data.yaml"
+    data.write_text("dataset: mnist\n")
+    for args in (["fit", "--data", str(data)], ["fit", "--data.dataset=mnist"], ["test", "--data.dataset", "mnist"]):
+        config, err = resolved(args, capsys)
+        assert config["trainer.max_epochs"] == 30 and config["model.hidden"] == 1024  # mnist.yaml's
+        assert f"recipe {RECIPES / 'mnist.yaml'}" in err
+
+
+def test_an_option_given_at_its_code_default_still_overrides_the_recipe(capsys):
+    """fashion-mnist.yaml sets hidden 1024; --model.hidden 2048 (the code's default) is the user's choice."""
+    config, _ = resolved(["fit", "--data.dataset", "fashion-mnist", "--model.hidden", "2048"], capsys)
+    assert config["model.hidden"] == 2048 and config["trainer.max_epochs"] == 60
+
+
+def test_help_shows_the_code_defaults_of_the_options_a_recipe_sets(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--model.hidden HIDDEN (type: int, default: 2048)" in out
+    assert "--data.flip {true,false} (type: bool, default: False)" in out
+    assert "--print_config shows the values a run gets" in out
 
 
 @pytest.mark.parametrize("dataset", list(SPECS))
