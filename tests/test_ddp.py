@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_ref.cli import main
 from manualnet import TwoLayerNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,24 +24,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fit(root: Path, cwd: Path, *extra: str) -> Path:
-    """scripts/train.py fit on the fake CIFAR-10, 2 epochs, hidden 16; returns the run's last.ckpt."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "fit", "--data.dataset", "cifar10"]
-    cmd += ["--data.root", str(root), "--data.download", "false", "--data.val_size", "100", "--model.hidden", "16"]
-    cmd += ["--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
-    proc = subprocess.run(cmd + list(extra), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = Path(cwd, proc.stdout.strip().splitlines()[-1].removeprefix("metrics: "))
+def fit_args(root: Path, *extra: str) -> list[str]:
+    """fit on the fake CIFAR-10, 2 epochs, hidden 16."""
+    args = ["fit", "--data.dataset", "cifar10", "--data.root", str(root), "--data.download", "false"]
+    args += ["--data.val_size", "100", "--model.hidden", "16", "--trainer.max_epochs", "2"]
+    return args + ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", *extra]
+
+
+def last_ckpt(cwd: Path, stdout: str) -> Path:
+    """The run's last.ckpt, from the metrics path fit prints last."""
+    metrics = Path(cwd, stdout.strip().splitlines()[-1].removeprefix("metrics: "))
     return metrics.parent / "checkpoints" / "last.ckpt"
 
 
 def test_ddp_on_two_processes_ends_with_the_weights_of_one_process_with_the_same_global_batch(
-    fake_cifar10_cached, tmp_path
+    fake_cifar10_cached, tmp_path, monkeypatch, capsys
 ):
-    ddp = fit(fake_cifar10_cached, tmp_path, "--trainer.strategy", "ddp", "--trainer.devices", "2",
-              "--data.batch_size", "50")  # fmt: skip
-    single = fit(fake_cifar10_cached, tmp_path, "--trainer.devices", "1", "--data.batch_size", "100")
+    # DDP in scripts/train.py's own processes; the single-process run here, in this one (a Lightning import spared).
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py")]
+    cmd += fit_args(
+        fake_cifar10_cached, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "50"
+    )
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = last_ckpt(tmp_path, proc.stdout)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["manualnet-train"])
+    with torch.random.fork_rng():
+        main(fit_args(fake_cifar10_cached, "--trainer.devices", "1", "--data.batch_size", "100"))
+    single = last_ckpt(tmp_path, capsys.readouterr().out)
     a = torch.load(ddp, weights_only=True)
     b = torch.load(single, weights_only=True)
     assert a["global_step"] == b["global_step"] == 10  # 500 images / global batch 100, 2 epochs

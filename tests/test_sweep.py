@@ -1,23 +1,30 @@
 """scripts/sweep.py on a tiny grid over seeds (generated data, one epoch): one run folder per trial through
-manualnet-train with the trial's seed, the tables against each trial's own metrics.json aggregated with Python's
+manualnet-train with the trial's seed (the grid's processes run in this one, to spare a Lightning import each; the
+rerun test runs its trial as a real process), the tables against each trial's own metrics.json aggregated with Python's
 statistics module, the winning configuration's trials tested once (best and last checkpoints) and only they (only
 when asked), resume (done trials and tests are not run again; a cut-off trial runs again beside its cut folder), and
 bad input refused with one line and exit 2 before any trial runs. The aggregation's arithmetic (spread, paired
 differences) against numbers worked by hand."""
 
+import contextlib
 import csv
+import io
 import json
 import re
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import sweep  # noqa: E402
 import sweep_tables  # noqa: E402
+
+from lightning_ref.cli import main  # noqa: E402
 
 BASE = ["--data.dataset", "synthetic", "--data.synthetic_train", "300", "--data.synthetic_test", "60",
         "--data.val_size", "60", "--data.batch_size", "60", "--trainer.max_epochs", "1"]  # fmt: skip
@@ -28,12 +35,32 @@ def run_sweep(out: Path, *args: str) -> int:
     return sweep.main(["--out", str(out), *args, "--", *BASE])
 
 
+def in_this_process(cmd: list[str], stdout=None, stderr=None, capture_output=False, text=False):
+    """subprocess.run of the sweep's manualnet-train command, run as main(args) in this process: its output goes
+    where the sweep sends a process's (a log file, or captured), and SystemExit gives the exit code."""
+    assert cmd[: len(sweep.CLI)] == sweep.CLI, cmd
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(cmd[len(sweep.CLI) :])
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+    if stdout is not None:
+        stdout.write(out.getvalue())
+    captured = out.getvalue() if capture_output else None
+    return subprocess.CompletedProcess(cmd, code, captured, captured)
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
-    assert run_sweep(out, *AXES) == 0
-    assert not list(out.glob("t-*/test.json"))  # nothing tested without --test-winner
-    assert run_sweep(out, *AXES, "--test-winner") == 0
+    with pytest.MonkeyPatch.context() as patch, torch.random.fork_rng():  # the fits seed torch's global generator
+        patch.setattr(sweep.subprocess, "run", in_this_process)
+        patch.setattr(sys, "argv", ["manualnet-train"])  # main(args) parses its args, not pytest's
+        assert run_sweep(out, *AXES) == 0
+        assert not list(out.glob("t-*/test.json"))  # nothing tested without --test-winner
+        assert run_sweep(out, *AXES, "--test-winner") == 0
     return out
 
 
