@@ -63,16 +63,21 @@ def plot_w1(
     lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
     hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
     imgs = (imgs - lo) / (hi - lo).clamp_min(1e-12)  # each unit to [0, 1]
+    if c != 3:  # grey; a channel count other than 1 or 3 is drawn as its channel mean
+        imgs = imgs.mean(1, keepdim=True)
     cols = math.ceil(math.sqrt(len(units)))
     rows = math.ceil(len(units) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img in zip(axes.flat, imgs, strict=False):
-        if c == 3:
-            ax.imshow(img.permute(1, 2, 0).numpy())
-        else:  # grey; a channel count other than 1 or 3 is drawn as its channel mean
-            ax.imshow(img.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
+    # One mosaic, units row by row with a white line between them: one image to draw, not one axes per unit.
+    grid = torch.ones(rows * (h + 1) - 1, cols * (w + 1) - 1, imgs.shape[1])
+    for k, img in enumerate(imgs):
+        r, q = divmod(k, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img.permute(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(cols * 0.8, rows * 0.8 + 0.6))
+    ax.axis("off")
+    if c == 3:
+        ax.imshow(grid.numpy(), interpolation="nearest")
+    else:
+        ax.imshow(grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     shown = f"the {len(units)} of {n_units} units with the largest ||w1||" if n_units > max_units else "all units"
     fig.suptitle(f"W1, one image per hidden unit ({shown})", fontsize=9)
     fig.tight_layout()

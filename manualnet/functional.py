@@ -186,8 +186,8 @@ class _SoftmaxCrossEntropyNoJvpFn(SoftmaxCrossEntropyFn):
     jvp = staticmethod(torch.autograd.Function.jvp)
 
 
-# Function.apply binds its arguments to forward's signature with inspect.signature on every call (~9 us here, a
-# twentieth of the whole step at N=D=H=64); inspect.signature returns a function's __signature__ when it is set.
+# Function.apply binds its arguments to forward's signature with inspect.signature on every call, a cost that shows
+# in small steps (docs/performance.md); inspect.signature returns a function's __signature__ when it is set.
 for _fn in (TwoLayerNetFn, SoftmaxCrossEntropyFn):
     _fn.forward.__signature__ = inspect.signature(_fn.forward)
 

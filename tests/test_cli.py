@@ -204,15 +204,18 @@ def test_predict_writes_the_test_splits_classes_and_probabilities_as_the_checkpo
     assert again.read_text() == path.read_text()
 
 
-def test_make_train_without_cifar10_stops_with_one_line_naming_the_missing_path(tmp_path):
-    empty = tmp_path / "nodata"
+def test_make_train_without_cifar10_stops_with_one_line_naming_the_missing_path(here, capsys):
+    empty = here / "nodata"
     recipe = str(REPO / "lightning_ref" / "recipes" / "cifar10.yaml")  # what `make train` runs
-    proc = train_py("fit", "--config", recipe, "--data.root", str(empty), "--data.download", "false", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
+    # `make train` with CIFAR-10 missing and no download (in this process: main() is what scripts/train.py calls)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", recipe, "--data.root", str(empty), "--data.download", "false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
     assert line.startswith("manualnet-train: error: CIFAR-10 not found") and str(empty) in line
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+    assert not (here / "runs").exists() or not any((here / "runs").rglob("*.ckpt"))
 
 
 # ---- in this process: print_config, test subcommand, bad input -------------------------------------------------
