@@ -128,7 +128,7 @@ class ManualNetCLI(SubcommandHooks):
         path = self.config[sub].get("ckpt_path") if sub else None
         if sub == "predict" and not path:
             raise UsageError("ckpt_path: predict needs a checkpoint (--ckpt_path FILE), got none")
-        # Read once, here (before LightningCLI takes the checkpoint's hyperparameters into the config).
+        # Read once, here (resolve_config then takes its hyperparameters into the config).
         self._ckpt = check_checkpoint(path) if path else None
 
     def resolve_config(self) -> None:
@@ -139,9 +139,9 @@ class ManualNetCLI(SubcommandHooks):
         if sub is None:
             return
         if self._ckpt is not None:
-            model = self.config[sub]
-            given = {k[6:]: model[k] for k in MODEL_OPTIONS if model.get(k) is not None}
-            hp = check_model_options(self._ckpt, model.ckpt_path, given)
+            cfg = self.config[sub]
+            given = {k.removeprefix("model."): cfg[k] for k in MODEL_OPTIONS if cfg.get(k) is not None}
+            hp = check_model_options(self._ckpt, cfg.ckpt_path, given)
             self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
         cfg = self.config[sub]
         use_recipe = not (self.config.get("config") or cfg.get("config"))
