@@ -146,14 +146,16 @@ env_report() {
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi
     timeout 30 "$PY" - <<'PYEOF'
-import importlib, torch
+from importlib.metadata import PackageNotFoundError, version
+import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+# The installed versions, read from the packages' metadata: importing each would cost seconds of device time.
 for name in ("lightning", "torchvision", "torchmetrics", "pytest", "hypothesis", "jsonargparse", "matplotlib"):
     try:
-        print(name, importlib.import_module(name).__version__)
-    except Exception as e:
+        print(name, version(name))
+    except PackageNotFoundError as e:
         print(name, "absent", type(e).__name__)
 PYEOF
 }
