@@ -3,6 +3,7 @@ manualnet-train when no --config is given (and said so), overridden by the comma
 its data set's own (no code default restated), and refused with one line when a key is unknown. The commands the
 README quotes parse."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -82,6 +83,21 @@ def test_the_recipe_is_the_parsed_data_sets_wherever_the_data_set_is_given(tmp_p
         config, err = resolved(args, capsys)
         assert config["trainer.max_epochs"] == 30 and config["model.hidden"] == 1024  # mnist.yaml's
         assert f"recipe {RECIPES / 'mnist.yaml'}" in err
+
+
+def test_a_run_without_config_trains_with_its_recipes_values_and_the_options_given(tmp_path, capsys):
+    """Not only --print_config: the fit itself runs synthetic.yaml's 5 epochs and flip, with the hidden size given."""
+    small = ["--data.synthetic_train", "300", "--data.synthetic_test", "60", "--data.val_size", "60"]
+    main(["fit", "--data.dataset", "synthetic", *small, "--data.batch_size", "100", "--model.hidden", "4",
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    out = capsys.readouterr()
+    run = Path(out.out.strip().splitlines()[-1].removeprefix("metrics: ")).parent
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = flat(yaml.safe_load((run / "config.yaml").read_text()))
+    recipe = flat(yaml.safe_load((RECIPES / "synthetic.yaml").read_text()))
+    assert len(metrics["history"]) == recipe["trainer.max_epochs"] == 5 and metrics["hidden"] == 4
+    assert config["data.flip"] is recipe["data.flip"] is True and config["model.hidden"] == 4
+    assert f"recipe {RECIPES / 'synthetic.yaml'}" in out.err
 
 
 def test_an_option_given_at_its_code_default_still_overrides_the_recipe(capsys):
