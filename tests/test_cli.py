@@ -9,9 +9,7 @@ already saved byte for byte as it was and no new run folder behind.
 import csv
 import hashlib
 import importlib.util
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,29 +36,22 @@ def cifar_args(root: Path) -> list[str]:
     return ["--data.dataset", "cifar10", "--data.root", str(root), "--data.download", "false"]
 
 
-def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """scripts/train.py in a fresh interpreter, as `make train` runs it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args, "--trainer.enable_progress_bar", "false"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_fit_writes_metrics_checkpoints_config_and_pictures_and_prints_the_metrics_path_last(
-    fake_cifar10_cached, tmp_path
+    fake_cifar10_cached, here, capsys
 ):
     import json
 
-    proc = train_py("fit", *cifar_args(fake_cifar10_cached), *TINY, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
+    # In this process (scripts/train.py in a fresh interpreter is what tests/test_ddp.py runs).
+    main(["fit", *cifar_args(fake_cifar10_cached), *TINY, "--trainer.enable_progress_bar", "false"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("metrics: ")
-    metrics_path = tmp_path / last.removeprefix("metrics: ")
+    metrics_path = here / last.removeprefix("metrics: ")
     run = metrics_path.parent
-    assert run == tmp_path / "runs" / "manualnet" / "version_0"
+    assert run == here / "runs" / "manualnet" / "version_0"
 
     metrics = json.loads(metrics_path.read_text())
     assert METRICS_KEYS <= metrics.keys()
@@ -218,7 +209,7 @@ def test_make_train_without_cifar10_stops_with_one_line_naming_the_missing_path(
     assert not (here / "runs").exists() or not any((here / "runs").rglob("*.ckpt"))
 
 
-# ---- in this process: print_config, test subcommand, bad input -------------------------------------------------
+# ---- print_config, test subcommand, bad input ------------------------------------------------------------------
 
 
 @pytest.fixture
