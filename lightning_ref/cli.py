@@ -74,9 +74,8 @@ class ManualNetCLI(SubcommandHooks):
 
     def __init__(self, *args, recorder: RunRecorder, **kwargs) -> None:
         self.recorder = recorder  # set before LightningCLI runs the subcommand inside its __init__
-        self._unset: dict[
-            str, dict[str, object]
-        ] = {}  # per subcommand: the options left unset, with the code's defaults
+        # Per subcommand: the options the parse leaves unset, with the code's defaults.
+        self._unset: dict[str, dict[str, object]] = {}
         super().__init__(*args, parser_class=RecipeParser, **kwargs)
 
     def add_subcommand_arguments(self, parser: RecipeParser, subcommand: str) -> None:
@@ -92,7 +91,7 @@ class ManualNetCLI(SubcommandHooks):
                 "checkpoint, whose val_acc is biased up by that choice; README: Results)",
             )
         # Unset until resolve_config: what the user gave is then told from what the recipe, checkpoint or code sets.
-        parser.leave_unset(sorted(set(MODEL_OPTIONS) - set(SEEDS) | recipe_keys()))
+        parser.leave_unset(sorted((set(MODEL_OPTIONS) - set(SEEDS)) | recipe_keys()))
         self._unset[subcommand] = parser.unset
         parser.description = (
             f"{parser.description} Without --config, its data set's recipe (lightning_ref/recipes/<dataset>.yaml) "
