@@ -46,7 +46,7 @@ from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.outputs import PredictionsCSV, fit_metrics, write_fit_outputs
-from lightning_ref.recipe import RecipeParser, fill_unset, recipe_keys, say_recipe
+from lightning_ref.recipe import RecipeParser, recipe_keys
 from lightning_ref.recorder import RunRecorder
 from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint, check_matches, check_model_options
 from lightning_ref.run_folder import RunConfig, check_writable, discard_unused_run_dir, run_folder
@@ -74,8 +74,7 @@ class ManualNetCLI(SubcommandHooks):
 
     def __init__(self, *args, recorder: RunRecorder, **kwargs) -> None:
         self.recorder = recorder  # set before LightningCLI runs the subcommand inside its __init__
-        # Per subcommand: the options the parse leaves unset, with the code's defaults.
-        self._unset: dict[str, dict[str, object]] = {}
+        self._parsers: dict[str, RecipeParser] = {}  # per subcommand: its parser, which resolves what it left unset
         super().__init__(*args, parser_class=RecipeParser, **kwargs)
 
     def add_subcommand_arguments(self, parser: RecipeParser, subcommand: str) -> None:
@@ -92,7 +91,7 @@ class ManualNetCLI(SubcommandHooks):
             )
         # Unset until resolve_config: what the user gave is then told from what the recipe, checkpoint or code sets.
         parser.leave_unset(sorted((set(MODEL_OPTIONS) - set(SEEDS)) | recipe_keys()))
-        self._unset[subcommand] = parser.unset
+        self._parsers[subcommand] = parser
         parser.description = (
             f"{parser.description} Without --config, its data set's recipe (lightning_ref/recipes/<dataset>.yaml) "
             "sets some options: --help shows the code's defaults, --print_config shows the values a run gets."
@@ -144,9 +143,7 @@ class ManualNetCLI(SubcommandHooks):
             self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
         cfg = self.config[sub]
         use_recipe = not (self.config.get("config") or cfg.get("config"))
-        recipe = fill_unset(cfg, self._unset[sub], use_recipe)
-        if recipe is not None:
-            say_recipe(recipe)
+        self._parsers[sub].resolve(cfg, use_recipe)
 
     def before_instantiate_classes(self) -> None:
         """The seeds not given on their own follow seed_everything; loggers left at their default save_dir follow

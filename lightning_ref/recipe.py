@@ -57,10 +57,6 @@ def fill_unset(cfg: Namespace, defaults: dict[str, object], use_recipe: bool) ->
     return recipe
 
 
-def say_recipe(recipe: Path) -> None:
-    print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
-
-
 class RecipeParser(LightningArgumentParser):
     """A subcommand's parser whose options in `unset` (key -> the code's default) default to None, filled after the
     parse (fill_unset); --print_config prints them filled, and --help shows the code's defaults."""
@@ -72,12 +68,16 @@ class RecipeParser(LightningArgumentParser):
         self.unset = {k: self.get_default(k) for k in keys}
         self.set_defaults({k: None for k in keys})
 
+    def resolve(self, cfg: Namespace, use_recipe: bool) -> None:
+        """fill_unset on this subcommand's `cfg`, saying on stderr which recipe it used."""
+        recipe = fill_unset(cfg, self.unset, use_recipe)
+        if recipe is not None:
+            print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
+
     def dump(self, cfg: Namespace, *args, **kwargs) -> str:
         if any(cfg.get(k) is None for k in self.unset):  # --print_config, which prints inside the parse
             cfg = cfg.clone()
-            recipe = fill_unset(cfg, self.unset, use_recipe=not cfg.get("config"))
-            if recipe is not None:
-                say_recipe(recipe)
+            self.resolve(cfg, use_recipe=not cfg.get("config"))
         return super().dump(cfg, *args, **kwargs)
 
     def format_help(self) -> str:
