@@ -4,7 +4,7 @@ applies; an unmet need makes it n/a with that need's reason; a new check is one 
 import pytest
 import torch
 
-from manualnet.crosscheck import CHECKS, PROFILES, check_function
+from manualnet.crosscheck import CHECKS, PROFILES, FunctionUnderTest, check_function
 from manualnet.crosscheck.needs import NEEDS, Check
 
 
@@ -119,3 +119,28 @@ def test_every_registered_check_is_a_check_with_known_needs_and_the_profiles_lis
 def test_a_check_naming_an_unknown_need_is_refused_naming_the_argument(needs):
     with pytest.raises(ValueError, match=r"^needs: expected a tuple of names from \['reference', "):
         Check(exploding, needs=needs)
+
+
+# ------------------------------------------------------------------------------------------ a Function under test
+
+
+def test_a_function_under_test_runs_with_its_own_options_and_a_given_option_wins():
+    subject = FunctionUnderTest(Cube.apply, cube, make_x, {"checks": ["backward"], "dtypes": [torch.float64]})
+    assert [(r.check, r.dtype) for r in subject.check().results] == [("backward", "float64")]
+    assert [(r.check, r.dtype) for r in subject.check(dtypes=[torch.float32]).results] == [("backward", "float32")]
+    assert subject.check(name="cube").name == "cube" and subject.options["dtypes"] == [torch.float64]
+
+
+def test_the_crosscheck_fixture_takes_a_function_under_test(crosscheck):
+    report = crosscheck(FunctionUnderTest(Cube.apply, cube, make_x), checks=["forward"])
+    assert [r.status for r in report.results] == ["passed", "passed"]
+
+
+@pytest.mark.parametrize(
+    ("options", "given"), [({"kink": ["sample"]}, r"\['kink'\]"), ([("kinks", ["sample"])], "list")]
+)
+def test_a_function_under_test_with_an_unknown_option_is_refused_naming_it(options, given):
+    with pytest.raises(
+        ValueError, match=rf"^options: expected a dict of check_function's options \[.*'kinks'.*got {given}$"
+    ):
+        FunctionUnderTest(Cube.apply, cube, make_x, options)
