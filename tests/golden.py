@@ -20,11 +20,12 @@ from manualnet.crosscheck import Report
 
 PATH = Path(__file__).resolve().parent / "golden" / "verdicts.txt"
 ACCEPT = bool(os.environ.get("EXPECTTEST_ACCEPT"))
-HEADER = """\
+CORPUS_TESTS = ("tests/test_harness.py", "tests/test_harness_others.py", "tests/test_autograd_function_db.py")
+HEADER = f"""\
 # The expected verdict of every Function in the project's corpora: its name (and, for a deliberate bug, the check
 # meant to catch it), then each check that did not pass, by status; a check's dtypes are named where the status
-# holds in some of them only. Written by the corpus tests: EXPECTTEST_ACCEPT=1 pytest tests/test_harness.py
-# tests/test_harness_others.py tests/test_autograd_function_db.py (see docs/crosscheck.md, "Adding a check").
+# holds in some of them only. Written by the corpus tests (docs/crosscheck.md, "Adding a check"):
+# EXPECTTEST_ACCEPT=1 python -m pytest {" ".join(CORPUS_TESTS)}
 """
 STATUSES = ("failed", "warning", "n/a")
 LEGAL_BUT_COSTLY = {"input_subsets", "saved_tensors"}  # what a correct Function may be warned of (quick profile)
@@ -70,16 +71,18 @@ def read() -> dict[str, str]:
 
 
 def write(blocks: dict[str, str]) -> None:
-    PATH.parent.mkdir(exist_ok=True)
-    PATH.write_text(HEADER + "".join(f"\n{blocks[name]}\n" for name in sorted(blocks)))
+    """The file: the header, then the blocks in the order of their names."""
+    text = HEADER + "".join(f"\n{blocks[name]}\n" for name in sorted(blocks))
+    if not PATH.exists() or PATH.read_text() != text:
+        PATH.parent.mkdir(exist_ok=True)
+        PATH.write_text(text)
 
 
 def assert_golden(name: str, got: str) -> None:
     """got equals the golden block of `name`, or (EXPECTTEST_ACCEPT set) replaces it in the file."""
     blocks = read()
     if ACCEPT:
-        if blocks.get(name) != got:
-            write(blocks | {name: got})
+        write(blocks | {name: got})
         return
     want = blocks.get(name)
     if want != got:
@@ -97,8 +100,7 @@ def assert_corpus(prefix: str, names) -> None:
     have = {n for n in blocks if n.startswith(prefix + "/")}
     want = {f"{prefix}/{n}" for n in names}
     if ACCEPT:  # the corpus tests write the missing blocks
-        if have - want:
-            write({n: b for n, b in blocks.items() if n not in have - want})
+        write({n: b for n, b in blocks.items() if n not in have - want})
         return
     assert have == want, (
         f"{PATH.name}: blocks of no {prefix} Function {sorted(have - want)}, none for {sorted(want - have)}"

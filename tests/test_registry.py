@@ -1,10 +1,14 @@
 """The registry of checks (manualnet.crosscheck.checks.CHECKS): each check's needs decide, before it runs, whether it
 applies; an unmet need makes it n/a with that need's reason; a new check is one function and one entry."""
 
+import re
+from pathlib import Path
+
+import golden
 import pytest
 import torch
 
-from manualnet.crosscheck import CHECKS, PROFILES, FunctionUnderTest, check_function
+from manualnet.crosscheck import CHECKS, PROFILES, FunctionUnderTest, check_function, checks
 from manualnet.crosscheck.needs import NEEDS, Check
 
 
@@ -144,3 +148,21 @@ def test_a_function_under_test_with_an_unknown_option_is_refused_naming_it(optio
         ValueError, match=rf"^options: expected a dict of check_function's options \[.*'kinks'.*got {given}$"
     ):
         FunctionUnderTest(Cube.apply, cube, make_x, options)
+
+
+# ------------------------------------------------------------------------------ docs/crosscheck.md, "Adding a check"
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md"
+
+
+def test_the_docs_on_adding_a_check_quote_the_registry_the_needs_and_the_golden_command_as_they_are():
+    section = DOC.read_text().split("## Adding a check\n", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r"^    (\".*Check\(.*)$", section, re.M)
+    source = Path(checks.__file__).read_text()
+    assert quoted and all(f"    {line}\n" in source for line in quoted)
+    assert re.findall(r"^\| `(\w+)` \|", section, re.M) == list(NEEDS)
+    (command,) = re.findall(r"^    (EXPECTTEST_ACCEPT=1 .*)$", section, re.M)
+    assert (
+        command == f"EXPECTTEST_ACCEPT=1 python -m pytest {' '.join(golden.CORPUS_TESTS)}" and command in golden.HEADER
+    )
+    assert all((DOC.parents[1] / f).exists() for f in golden.CORPUS_TESTS)
