@@ -4,8 +4,8 @@
     report.assert_ok()                                            # AssertionError whose message is the table
     print(report.markdown())
 
-    subject = FunctionUnderTest(MyFn.apply, reference, make_inputs, {"functions": [MyFn]})  # named once, with
-    subject.check(profile="quick").assert_ok()                    # its options and the run's
+    my_fn = FunctionUnderTest(MyFn.apply, reference, make_inputs, {"kinks": ["at 0"]})  # its options, named once
+    my_fn.check(profile="quick").assert_ok()                      # check_function with them and the run's
 
 `make_inputs(dtype, device, generator)` returns one sample or a dict {sample name: sample}. A sample is a tuple of
 positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the differentiable inputs (the harness

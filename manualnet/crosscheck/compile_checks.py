@@ -31,6 +31,7 @@ from manualnet.crosscheck.expected import (
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.needs import first_of_each_shape
 
 
 def _owner(case: Case):
@@ -244,10 +245,7 @@ def _torch_limit(case: Case, compiled) -> None:
 
 def check_compile_dynamic(case: Case, t: Tally) -> None:
     """torch.compile(fn, dynamic=True) over two sample sizes: outputs and gradients equal the reference's."""
-    shapes = {}
-    for name, s in case.samples.items():
-        shapes.setdefault(tuple(tuple(x.shape) for x in s.tensors()), name)
-    names = list(shapes.values())[:2]  # needs two_shapes: two, with the same differentiable inputs
+    names = first_of_each_shape(case)[:2]  # needs two_shapes: two, with the same differentiable inputs
 
     def body():
         def build(f):

@@ -54,15 +54,20 @@ def need_batch_args(case: Case) -> None:
             raise NotApplicable(f"no batched positional input at batch_args {list(case.batch_args)}")
 
 
-def need_two_shapes(case: Case) -> None:
-    """Two samples of different shapes (the first two such) with the same differentiable inputs."""
+def first_of_each_shape(case: Case) -> list[str]:
+    """The names of the first sample of each distinct set of tensor shapes, in order."""
     shapes = {}
     for name, s in case.samples.items():
         shapes.setdefault(tuple(tuple(x.shape) for x in s.tensors()), name)
-    if len(shapes) < 2:
+    return list(shapes.values())
+
+
+def need_two_shapes(case: Case) -> None:
+    """Two samples of different shapes (the first two such) with the same differentiable inputs."""
+    names = first_of_each_shape(case)
+    if len(names) < 2:
         raise NotApplicable("one sample shape (dynamic shapes need two)")
-    first, second = (case.samples[n] for n in list(shapes.values())[:2])
-    if first.keys() != second.keys():
+    if case.samples[names[0]].keys() != case.samples[names[1]].keys():
         raise NotApplicable("the samples differ in which inputs are differentiable")
 
 
