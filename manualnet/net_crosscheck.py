@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from manualnet.crosscheck import FunctionUnderTest
 from manualnet.functional import SoftmaxCrossEntropyFn, TwoLayerNetFn, softmax_cross_entropy, two_layer_net
 
 # The samples (N, D, H, C) away from ReLU's kink: a general one, a batch of one, one hidden unit, two classes.
@@ -111,16 +112,13 @@ def _huge_logits(x, w1, b1, w2, b2, generator, gap=20.0):
     return x, w1, b1, w2, b2, y
 
 
-# What each cross-check runs: fn, reference, make_inputs and the options of check_function.
-NET = (two_layer_net, reference_net, net_inputs, {"functions": (TwoLayerNetFn,), "kinks": KINKS})
-NET_BOTH_OUTPUTS = (TwoLayerNetFn.apply, reference_net_both, net_inputs, {"kinks": KINKS})
-LOSS = (
-    softmax_cross_entropy,
-    F.cross_entropy,
-    loss_inputs,
-    {"functions": (SoftmaxCrossEntropyFn,), "batch_args": (0, 1)},
+# The net's Functions under test, each with its reference, its samples and its options of check_function.
+NET = FunctionUnderTest(two_layer_net, reference_net, net_inputs, {"functions": (TwoLayerNetFn,), "kinks": KINKS})
+NET_BOTH_OUTPUTS = FunctionUnderTest(TwoLayerNetFn.apply, reference_net_both, net_inputs, {"kinks": KINKS})
+LOSS = FunctionUnderTest(
+    softmax_cross_entropy, F.cross_entropy, loss_inputs, {"functions": (SoftmaxCrossEntropyFn,), "batch_args": (0, 1)}
 )
-NET_LOSS = (
+NET_LOSS = FunctionUnderTest(
     net_loss,
     reference_net_loss,
     net_loss_inputs,

@@ -8,7 +8,7 @@ import time
 
 from _args import positive_int
 
-from manualnet.crosscheck import PROFILES, check_function
+from manualnet.crosscheck import PROFILES
 from manualnet.net_crosscheck import LOSS, NET
 
 TARGETS = {"two_layer_net": NET, "softmax_cross_entropy": LOSS}
@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=list(PROFILES), default="full", help="checks to run (default: full)")
     args = parser.parse_args(argv)
     bad = 0
-    for name, (fn, reference, make_inputs, options) in TARGETS.items():
+    for name, subject in TARGETS.items():
         for seed in range(args.seeds):
             start = time.perf_counter()
-            report = check_function(fn, reference, make_inputs, profile=args.profile, seed=seed, **options)
+            report = subject.check(profile=args.profile, seed=seed)
             failed = sorted({f"{r.check} ({r.dtype})" for r in report.failed()})
             warned = sorted({f"{r.check} ({r.dtype})" for r in report.warnings()})
             bad += bool(failed or warned)

@@ -11,12 +11,13 @@ when a check failed.
 
 import argparse
 import sys
+from dataclasses import replace
 
 import torch
 from _args import positive_int
 
 from manualnet import TwoLayerNet
-from manualnet.crosscheck import FLOOR, K, check_function
+from manualnet.crosscheck import FLOOR, K
 from manualnet.net_crosscheck import NET_LOSS
 
 CHECKS = ["forward", "backward", "noncontiguous", "autocast", "deterministic"]
@@ -62,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     """Print the report; return 0 when every check passed, 1 otherwise."""
     args = parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here, not TF32's 10-bit mantissa
-    fn, reference, _, options = NET_LOSS
-    make_inputs = batch_maker(args.n, args.d, args.hidden, args.classes, args.seed)
-    options = {k: v for k, v in options.items() if k != "kinks"}  # one random batch, no kink sample
-    report = check_function(fn, reference, make_inputs, devices=devices(), checks=CHECKS, seed=args.seed, **options)
+    batch = replace(
+        NET_LOSS,
+        make_inputs=batch_maker(args.n, args.d, args.hidden, args.classes, args.seed),
+        options={k: v for k, v in NET_LOSS.options.items() if k != "kinks"},  # one random batch, no kink sample
+    )
+    report = batch.check(devices=devices(), checks=CHECKS, seed=args.seed)
     print(
         f"# Gradient report: manual vs plain torch\n\n"
         f"torch {torch.__version__}; N={args.n}, D={args.d}, H={args.hidden}, C={args.classes}, seed={args.seed}; "

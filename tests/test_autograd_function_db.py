@@ -1,5 +1,6 @@
 """The harness on PyTorch's own corpus of custom Functions (torch.testing._internal.autograd_function_db): every
-Function in it runs through check_function with a plain-torch reference, and gets the verdict written here.
+Function in it runs through check_function with a plain-torch reference, and gets its verdict in
+tests/golden/verdicts.txt.
 
 The corpus holds correct Functions in many styles (NumPy inside, mark_dirty, integer outputs, non-tensor arguments,
 default arguments, custom vmap rules, a scaled gradient) and four with real defects, found by the harness:
@@ -13,12 +14,13 @@ import pytest
 import torch
 
 pytest.importorskip("expecttest")  # the corpus imports it (a dev extra)
+import golden  # noqa: E402
 from torch.testing._internal.autograd_function_db import (  # noqa: E402
     ScaleGradGenVmap,
     autograd_function_db,
 )
 
-from manualnet.crosscheck import Sample, check_function  # noqa: E402
+from manualnet.crosscheck import FunctionUnderTest, Sample  # noqa: E402
 
 
 def scaled_grad(x):
@@ -32,46 +34,30 @@ def sort_with_inverse(x, dim):
     return values, ind, ind.argsort(dim=dim)
 
 
-# The checks that compare gradients with the reference's: a wrong backward fails them all.
-GRADIENTS = {"autocast", "backward", "checkpoint", "noncontiguous", "gradcheck"}
-TRANSFORMS = {"func_grad", "func_vjp", "jacrev", "vmap_grad"}
-
-# name: (reference, checks expected to fail, checks expected to warn) in the quick profile.
-VERDICTS = {
-    "NumpyCubeAutogradFunction": (lambda x: (x**3, 3 * x**2), set(), set()),
-    "NumpyExpMarkDirtyAutogradFunction": (lambda x: x.exp(), set(), set()),
-    "NumpyMulAutogradFunction": (lambda x, y: x * y, set(), set()),
-    # backward returns 3x^2 without the incoming gradient
-    "NumpyCubeNotComposableAutogradFunction": (
-        lambda x: x**3,
-        GRADIENTS | {"gradgradcheck", "func_grad", "func_vjp"},
-        set(),
-    ),
-    # forward returns x unsorted; saving ind_inv beside ind is legal but costly
-    "NumpySortAutogradFunction": (
-        sort_with_inverse,
-        {"autocast", "checkpoint", "forward", "func_vjp", "gradcheck", "noncontiguous"},
-        {"saved_tensors"},
-    ),
-    "NumpyTakeAutogradFunction": (lambda x, ind, ind_inv, dim: torch.take_along_dim(x, ind, dim), set(), set()),
-    "SelectAutogradFunction": (lambda x, idx: x[idx], set(), set()),
-    # backward ignores grad_saved (the second output's incoming gradient)
-    "CubeGenVmapAutogradFunction": (
-        lambda x: (x**3, 3 * x**2),
-        GRADIENTS | TRANSFORMS | {"gradgradcheck", "unused_outputs"},
-        set(),
-    ),
-    "MulGenVmapAutogradFunction": (lambda x, y: x * y, set(), set()),
-    "SortGenVmapAutogradFunction": (sort_with_inverse, set(), {"saved_tensors"}),
-    "SelectGenVmapAutogradFunction": (lambda x, idx: x[idx], set(), set()),
-    "ScaleGradGenVmapAutogradFunction": (scaled_grad, set(), set()),
-    # zero gradients for a clone, and returned for inputs that did not ask
-    "ZeroGradientsGenVmapAutogradFunction": (
-        lambda x, y: (x.clone(), y.clone()),
-        GRADIENTS | TRANSFORMS | {"jvp", "unused_outputs"},
-        {"input_subsets"},
-    ),
-    "ForwardHasDefaultArgsAutogradFunction": (lambda x, idx=(2,): x[idx], set(), set()),
+# name: the plain-torch reference of each Function in the corpus.
+REFERENCES = {
+    "NumpyCubeAutogradFunction": lambda x: (x**3, 3 * x**2),
+    "NumpyExpMarkDirtyAutogradFunction": lambda x: x.exp(),
+    "NumpyMulAutogradFunction": lambda x, y: x * y,
+    "NumpyCubeNotComposableAutogradFunction": lambda x: x**3,
+    "NumpySortAutogradFunction": sort_with_inverse,
+    "NumpyTakeAutogradFunction": lambda x, ind, ind_inv, dim: torch.take_along_dim(x, ind, dim),
+    "SelectAutogradFunction": lambda x, idx: x[idx],
+    "CubeGenVmapAutogradFunction": lambda x: (x**3, 3 * x**2),
+    "MulGenVmapAutogradFunction": lambda x, y: x * y,
+    "SortGenVmapAutogradFunction": sort_with_inverse,
+    "SelectGenVmapAutogradFunction": lambda x, idx: x[idx],
+    "ScaleGradGenVmapAutogradFunction": scaled_grad,
+    "ZeroGradientsGenVmapAutogradFunction": lambda x, y: (x.clone(), y.clone()),
+    "ForwardHasDefaultArgsAutogradFunction": lambda x, idx=(2,): x[idx],
+}
+# The four with real defects and the check meant to catch each; the others are correct (the sorts warn, rightly:
+# they save the inverse permutation beside the indices).
+INTENDED = {
+    "NumpyCubeNotComposableAutogradFunction": "backward",  # backward returns 3x^2 without the incoming gradient
+    "NumpySortAutogradFunction": "forward",  # forward returns x unsorted
+    "CubeGenVmapAutogradFunction": "unused_outputs",  # backward ignores grad_saved, the second output's gradient
+    "ZeroGradientsGenVmapAutogradFunction": "backward",  # zero gradients for a clone
 }
 DB = {op.name: op for op in autograd_function_db}
 
@@ -89,16 +75,18 @@ def samples_of(op):
     return make_inputs
 
 
-def test_every_function_of_the_corpus_has_a_reference_and_a_verdict_here():
-    assert set(VERDICTS) == set(DB)
+def subject(name: str) -> FunctionUnderTest:
+    return FunctionUnderTest(DB[name].op, REFERENCES[name], samples_of(DB[name]), {"name": name})
+
+
+def test_every_function_of_the_corpus_has_a_reference_and_a_golden_verdict():
+    assert set(REFERENCES) == set(DB) and set(INTENDED) <= set(DB)
+    golden.assert_corpus("torch", DB)
 
 
 @pytest.mark.parametrize("name", sorted(DB))
-def test_corpus_function_gets_exactly_its_written_verdict_without_compile(name):
-    reference, fails, warns = VERDICTS[name]
-    report = check_function(DB[name].op, reference, samples_of(DB[name]), profile="quick", name=name)
-    failed, warned = {r.check for r in report.failed()}, {r.check for r in report.warnings()}
-    assert (failed, warned) == (fails, warns), report.markdown()
+def test_corpus_function_gets_no_false_alarm_or_its_intended_catch_and_exactly_its_golden_verdict(name):
+    golden.assert_verdict(f"torch/{name}", subject(name).check(profile="quick"), INTENDED.get(name))
 
 
 COMPILE = ["compile", "compile_func_grad", "compile_jvp"]
@@ -109,9 +97,7 @@ def test_a_correct_corpus_function_dynamo_cannot_trace_is_not_applicable_with_dy
     # any such Function as Cls.apply): nothing compiled, so nothing may pass; the refusal is PyTorch's for every
     # Function with a jvp, so n/a rather than a warning. Under torch.func Dynamo traces it, dropping its backward.
     name = "MulGenVmapAutogradFunction"
-    report = check_function(
-        DB[name].op, VERDICTS[name][0], samples_of(DB[name]), checks=COMPILE, dtypes=[torch.float32], name=name
-    )
+    report = subject(name).check(checks=COMPILE, dtypes=[torch.float32])
     by_check = {r.check: r for r in report.results}
     assert by_check["compile"].status == "n/a", report.markdown()
     assert "Unsupported custom jvp" in by_check["compile"].note and "marked as skipped" in by_check["compile"].note
@@ -122,9 +108,7 @@ def test_a_custom_gradient_in_a_skipped_module_is_traced_as_cls_apply_and_fails_
     # Given as ScaleGradGenVmap.apply it runs eagerly inside torch.compile (the old harness then said "passed");
     # called as Cls.apply it is traced, and torch.compile drops its custom gradient (pytorch #193279, #192985).
     name = "ScaleGradGenVmapAutogradFunction"
-    report = check_function(
-        DB[name].op, VERDICTS[name][0], samples_of(DB[name]), checks=COMPILE, dtypes=[torch.float32], name=name
-    )
+    report = subject(name).check(checks=COMPILE, dtypes=[torch.float32])
     by_check = {r.check: r for r in report.results}
     for check in ("compile_func_grad", "compile_jvp"):
         assert by_check[check].status == "failed", report.markdown()

@@ -21,7 +21,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_ref.reference import copy_from_reference, copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet, net_crosscheck, softmax_cross_entropy, two_layer_net
-from manualnet.crosscheck import check_function
 from manualnet.functional import TwoLayerNetFn
 
 RTOL32 = 1e-5
@@ -131,32 +130,28 @@ def not_applicable(report) -> set[str]:
 
 
 def test_net_gradients_equal_plain_torch_at_every_sample_with_gradcheck_and_gradgradcheck(crosscheck):
-    report = crosscheck(*net_crosscheck.NET[:3], checks=GRADIENT_CHECKS, **net_crosscheck.NET[3])
+    report = crosscheck(net_crosscheck.NET, checks=GRADIENT_CHECKS)
     assert not_applicable(report) == {"unused_outputs", "same_tensor_twice"}  # one output; no two equal shapes
 
 
 def test_net_function_with_both_outputs_takes_a_gradient_on_x2_or_none_on_either_output(crosscheck):
     # TwoLayerNetFn returns x2 as a second output; double backward sends a gradient into it, and either output may
     # be unused (its incoming gradient None).
-    report = crosscheck(
-        *net_crosscheck.NET_BOTH_OUTPUTS[:3], checks=GRADIENT_CHECKS, **net_crosscheck.NET_BOTH_OUTPUTS[3]
-    )
+    report = crosscheck(net_crosscheck.NET_BOTH_OUTPUTS, checks=GRADIENT_CHECKS)
     assert not_applicable(report) == {"same_tensor_twice"}
 
 
 def test_softmax_cross_entropy_gradients_equal_plain_torch_including_logits_of_1e4(crosscheck):
-    report = crosscheck(*net_crosscheck.LOSS[:3], checks=GRADIENT_CHECKS, **net_crosscheck.LOSS[3])
+    report = crosscheck(net_crosscheck.LOSS, checks=GRADIENT_CHECKS)
     assert not_applicable(report) == {"input_subsets", "unused_outputs", "same_tensor_twice"}  # one input, output
 
 
 def test_loss_through_both_functions_passes_gradcheck_and_gradgradcheck_and_equals_plain_torch(crosscheck):
-    crosscheck(*net_crosscheck.NET_LOSS[:3], checks=GRADIENT_CHECKS[:4], **net_crosscheck.NET_LOSS[3])
+    crosscheck(net_crosscheck.NET_LOSS, checks=GRADIENT_CHECKS[:4])
 
 
 def test_reference_checks_flag_a_dw1_off_by_a_tenth_of_a_percent_that_gradcheck_lets_through(wrong_dw1):
-    report = check_function(
-        *net_crosscheck.NET[:3], checks=["backward", "gradcheck", "noncontiguous"], **net_crosscheck.NET[3]
-    )
+    report = net_crosscheck.NET.check(checks=["backward", "gradcheck", "noncontiguous"])
     # gradcheck compares with finite differences at rtol 1e-3: a 1e-3 error is within it. The reference is exact.
     assert {r.check for r in report.failed()} == {"backward", "noncontiguous"}
     assert "d(input 1)" in report.failed()[0].note  # w1 is input 1

@@ -1,5 +1,5 @@
 """check_function catches what it claims to: a zoo of deliberately wrong autograd Functions, each a classic mistake,
-is flagged by the check meant for it (and only by the checks listed in its row of the catch matrix); a right
+is flagged by the check meant for it, and gets exactly the verdict of its block in tests/golden/verdicts.txt; a right
 old-style Function is still checked; bad arguments are refused before any check runs.
 
 Each zoo Function is compared with a reference in plain torch ops computing the right gradient. The compile checks
@@ -7,14 +7,15 @@ run only where they are the intended catch (they cost seconds each on 2 cores).
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import golden
 import numpy as np
 import pytest
 import torch
 
-from manualnet.crosscheck import CHECKS, FAST_MODE_NUMEL, FLOOR, PROFILES, K, check_function
+from manualnet.crosscheck import CHECKS, FAST_MODE_NUMEL, FLOOR, PROFILES, FunctionUnderTest, K, check_function
 
 MOST_CHECKS = PROFILES["quick"]  # the compile checks cost seconds each
 
@@ -318,129 +319,57 @@ def make_rows(dtype, device, gen):
     return randn(dtype, device, gen, 64, 3), randn(dtype, device, gen, 3, 3)
 
 
-@dataclass
-class Bug:
-    fn: object
-    reference: object
-    make_inputs: object
+@dataclass(frozen=True, kw_only=True)
+class Bug(FunctionUnderTest):
+    """A deliberately wrong Function; its verdict (every check that fails or warns, the row of the catch matrix) is
+    its block in tests/golden/verdicts.txt."""
+
     intended: str  # the check meant to catch it
-    caught_by: set  # every check that fails it (the row of the catch matrix)
-    warned_by: set = field(default_factory=set)  # every check that warns (legal but costly)
-    options: dict = field(default_factory=dict)
 
 
 ZOO = {
-    "transposed_grad": Bug(
-        TransposedGrad.apply,
-        lambda x, w: x @ w,
-        make_x_w,
-        "backward",
-        {"autocast", "backward", "checkpoint", "func_grad", "func_vjp", "gradcheck", "jacrev", "noncontiguous"},
-        {"input_subsets"},
-    ),
-    "missing_1_over_n": Bug(
-        MissingOneOverN.apply,
-        lambda x, t: (x - t).square().mean(),
-        make_a_b,
-        "backward",
-        {"autocast", "backward", "checkpoint", "func_grad", "func_vjp", "gradcheck", "jacrev", "noncontiguous"},
-        {"input_subsets"},
-    ),
+    "transposed_grad": Bug(TransposedGrad.apply, lambda x, w: x @ w, make_x_w, intended="backward"),
+    "missing_1_over_n": Bug(MissingOneOverN.apply, lambda x, t: (x - t).square().mean(), make_a_b, intended="backward"),
     "relu_mask_from_input": Bug(
         ReluMaskFromInput.apply,
         lambda x, b: (x + b).relu(),
         lambda d, v, g: (*make_x(d, v, g), randn(d, v, g, 3)),
-        "backward",
-        {"autocast", "backward", "checkpoint", "func_grad", "func_vjp", "gradcheck", "jacrev", "noncontiguous"},
-        {"input_subsets"},
+        intended="backward",
     ),
     # Not named in kinks=, the kink sample must match torch's convention (0 at 0); named, 1 is a valid one-sided
     # derivative and passes (test_a_kink_sample_accepts_either_one_sided_derivative).
-    "relu_wrong_at_kink": Bug(
-        ReluWrongAtKink.apply,
-        torch.relu,
-        make_with_kink,
-        "backward",
-        {"autocast", "backward", "checkpoint", "func_grad", "func_vjp", "jacrev", "noncontiguous"},
-    ),
-    "grads_in_wrong_order": Bug(
-        GradsInWrongOrder.apply,
-        lambda a, b: 2 * a + 3 * b,
-        make_a_b,
-        "backward",
-        {"autocast", "backward", "checkpoint", "func_grad", "func_vjp", "gradcheck", "jacrev", "noncontiguous"},
-        {"input_subsets"},
-    ),
+    "relu_wrong_at_kink": Bug(ReluWrongAtKink.apply, torch.relu, make_with_kink, intended="backward"),
+    "grads_in_wrong_order": Bug(GradsInWrongOrder.apply, lambda a, b: 2 * a + 3 * b, make_a_b, intended="backward"),
     "ignores_second_output_grad": Bug(
-        IgnoresSecondOutputGrad.apply,
-        lambda x: (x.sin(), x.cos()),
-        make_x,
-        "unused_outputs",
-        {
-            "autocast",
-            "backward",
-            "checkpoint",
-            "func_grad",
-            "func_vjp",
-            "gradcheck",
-            "jacrev",
-            "noncontiguous",
-            "unused_outputs",
-        },
+        IgnoresSecondOutputGrad.apply, lambda x: (x.sin(), x.cos()), make_x, intended="unused_outputs"
     ),
-    "modifies_saved_input": Bug(
-        ModifiesSavedInput.apply, torch.exp, make_x, "saved_tensors", {"checkpoint", "saved_tensors"}
-    ),
-    "detached_backward": Bug(DetachedBackward.apply, lambda x: x**3, make_x, "gradgradcheck", {"gradgradcheck"}),
-    "numpy_backward": Bug(NumpyBackward.apply, torch.sin, make_x, "gradgradcheck", {"func_grad", "gradgradcheck"}),
-    "item_branch": Bug(ItemBranch.apply, item_branch_reference, make_x, "vmap_grad", {"vmap_grad"}),
-    "wrong_dtype_under_autocast": Bug(
-        WrongDtypeUnderAutocast.apply, lambda x, w: x @ w, make_x_w, "autocast", {"autocast"}
-    ),
+    "modifies_saved_input": Bug(ModifiesSavedInput.apply, torch.exp, make_x, intended="saved_tensors"),
+    "detached_backward": Bug(DetachedBackward.apply, lambda x: x**3, make_x, intended="gradgradcheck"),
+    "numpy_backward": Bug(NumpyBackward.apply, torch.sin, make_x, intended="gradgradcheck"),
+    "item_branch": Bug(ItemBranch.apply, item_branch_reference, make_x, intended="vmap_grad"),
+    "wrong_dtype_under_autocast": Bug(WrongDtypeUnderAutocast.apply, lambda x, w: x @ w, make_x_w, intended="autocast"),
     "gradient_nobody_asked_for": Bug(
-        GradientNobodyAskedFor.apply, lambda x, w: x @ w, make_x_w, "input_subsets", {"autocast"}, {"input_subsets"}
+        GradientNobodyAskedFor.apply, lambda x, w: x @ w, make_x_w, intended="input_subsets"
     ),
     "compile_drops_custom_backward": Bug(
         StraightThroughRound.apply,
         straight_through_reference,
         make_x,
-        "compile_func_grad",
-        {"compile_func_grad"},
-        set(),
         {"checks": MOST_CHECKS + ["compile_func_grad"]},
+        intended="compile_func_grad",
     ),
     "compile_drops_custom_jvp": Bug(
         StraightThroughRoundWithJvp.apply,
         straight_through_reference,
         make_x,
-        "compile_jvp",
-        {"compile_jvp"},
-        set(),
         {"checks": MOST_CHECKS + ["compile_jvp"]},
+        intended="compile_jvp",
     ),
     "reuses_input_buffer_for_grad": Bug(
-        ReusesInputBufferForGrad.apply,
-        lambda a, b: a * b,
-        make_a_b,
-        "same_tensor_twice",
-        {
-            "func_grad",
-            "gradcheck",
-            "gradgradcheck",
-            "jacrev",
-            "same_tensor_twice",
-            "saved_tensors",
-        },
-        {"input_subsets"},
+        ReusesInputBufferForGrad.apply, lambda a, b: a * b, make_a_b, intended="same_tensor_twice"
     ),
-    "view_of_incoming_grad": Bug(ViewOfIncomingGrad.apply, lambda x: 2 * x, make_x, "noncontiguous", {"noncontiguous"}),
-    "random_order_sum": Bug(
-        RandomOrderSum.apply,
-        lambda x, w: x @ w,
-        make_rows,
-        "deterministic",
-        {"autocast", "deterministic", "gradcheck", "jacrev"},
-    ),
+    "view_of_incoming_grad": Bug(ViewOfIncomingGrad.apply, lambda x: 2 * x, make_x, intended="noncontiguous"),
+    "random_order_sum": Bug(RandomOrderSum.apply, lambda x, w: x @ w, make_rows, intended="deterministic"),
 }
 
 
@@ -449,13 +378,13 @@ def test_the_zoo_holds_at_least_12_bugs_each_meant_for_a_known_check():
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_each_zoo_bug_is_flagged_by_its_intended_check_and_exactly_its_row_of_the_catch_matrix(name):
-    bug = ZOO[name]
-    report = check_function(bug.fn, bug.reference, bug.make_inputs, **({"checks": MOST_CHECKS} | bug.options))
-    failed, warned = {r.check for r in report.failed()}, {r.check for r in report.warnings()}
-    assert bug.intended in failed | warned, report.markdown()
-    assert (failed, warned) == (bug.caught_by, bug.warned_by), report.markdown()
-    assert report.ok == (not failed) and bug.intended in report.markdown().splitlines()[0]  # the heading names it
+def test_each_zoo_bug_is_flagged_by_its_intended_check_and_gets_exactly_its_golden_verdict(name):
+    report = ZOO[name].check(profile="quick", name=name)  # the compile bugs name their checks in their options
+    golden.assert_verdict(f"zoo/{name}", report, ZOO[name].intended)
+
+
+def test_the_golden_file_holds_a_verdict_for_each_zoo_bug_and_no_other():
+    golden.assert_corpus("zoo", ZOO)
 
 
 # ------------------------------------------------------------------------------- what a right Function gets
@@ -730,7 +659,8 @@ def test_docs_and_readme_examples_run_and_each_pattern_gets_the_verdict_the_docs
 
 def test_docs_tables_list_every_check_in_the_report_order_and_the_tolerances_of_the_code():
     text = DOC.read_text()
-    assert re.findall(r"^\| `(\w+)` \|", text, re.M) == list(CHECKS)
+    checks_table = text.split("\n## The checks\n", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^\| `(\w+)` \|", checks_table, re.M) == list(CHECKS)
     rows = dict(re.findall(r"^\| (float64|float32|bfloat16|float16) \| ([0-9.e-]+) \|", text, re.M))
     assert {getattr(torch, dtype): float(floor) for dtype, floor in rows.items()} == FLOOR
     assert f"with K = {K:g} " in text

@@ -1,17 +1,18 @@
 """The harness on Functions written the way other people write them (tests/zoo_others.py): every correct one passes
-with exactly its expected warnings (no false alarm), every wrong one fails exactly on its expected checks (no silent
-pass), in the quick profile (no compile checks; tests/test_harness_compile.py has those)."""
+with no false alarm (no failure but its reference failing, no warning but the legal-but-costly kinds), every wrong one
+is caught by the check meant for it, and each gets exactly its verdict in tests/golden/verdicts.txt, in the quick
+profile (no compile checks)."""
 
+import golden
 import pytest
 import zoo_others
 
-from manualnet.crosscheck import check_function
-
 
 @pytest.mark.parametrize("name", zoo_others.OTHERS)
-def test_function_written_by_others_gets_exactly_its_expected_verdict(name):
+def test_function_written_by_others_gets_no_false_alarm_or_its_intended_catch_and_exactly_its_golden_verdict(name):
     case = zoo_others.OTHERS[name]
-    report = check_function(case.fn, case.reference, case.make_inputs, profile="quick", name=name, **case.options)
-    failed, warned = {r.check for r in report.failed()}, {r.check for r in report.warnings()}
-    assert (failed, warned) == (case.fails, case.warns), report.markdown()
-    assert report.ok == (not case.fails)
+    golden.assert_verdict(f"others/{name}", case.check(profile="quick", name=name), case.intended)
+
+
+def test_the_golden_file_holds_a_verdict_for_each_function_written_by_others_and_no_other():
+    golden.assert_corpus("others", zoo_others.OTHERS)

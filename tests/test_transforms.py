@@ -40,8 +40,7 @@ def reference_loss_grads(model, x, y) -> dict:
 
 @pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS"])
 def test_func_transforms_of_the_functions_equal_plain_torch(crosscheck, target):
-    fn, reference, make_inputs, options = getattr(net_crosscheck, target)
-    report = crosscheck(fn, reference, make_inputs, checks=FUNC_CHECKS, **options)
+    report = crosscheck(getattr(net_crosscheck, target), checks=FUNC_CHECKS)
     # jvp included: the hand-written jvp against forward AD of the reference, eager, compiled and under jacfwd
     assert {(r.check, r.dtype) for r in report.results if r.status == "passed"} == {
         (check, dtype) for check in FUNC_CHECKS for dtype in ("float32", "float64")
@@ -56,8 +55,7 @@ def test_compiled_functions_equal_plain_torch_and_run_the_hand_written_backward(
     # Functions eagerly there (torch.compiler.disable), a graph break by design that the harness reports as n/a with
     # that reason. That the jvp which then runs is the hand-written one: tests/test_forward_mode.py, with
     # deliberately tripled jvps.
-    fn, reference, make_inputs, options = getattr(net_crosscheck, target)
-    report = crosscheck(fn, reference, make_inputs, checks=COMPILE_CHECKS, dtypes=[torch.float32], **options)
+    report = crosscheck(getattr(net_crosscheck, target), checks=COMPILE_CHECKS, dtypes=[torch.float32])
     assert report.warnings() == [], report.markdown()
     (jvp,) = [r for r in report.results if r.check == "compile_jvp"]
     assert jvp.status == "n/a" and "torch.compiler.disable" in jvp.note, report.markdown()
@@ -72,8 +70,7 @@ def test_bf16_autocast_on_cpu_equals_plain_torch_under_the_same_autocast(crossch
     # error is the reference's own on this machine. The honest bound for another CPU is that plus one bf16
     # rounding of the largest entry (2^-8); float64 is left alone by autocast.
     for target in ("NET", "LOSS", "NET_LOSS"):
-        fn, reference, make_inputs, options = getattr(net_crosscheck, target)
-        report = crosscheck(fn, reference, make_inputs, checks=["autocast"], **options)
+        report = crosscheck(getattr(net_crosscheck, target), checks=["autocast"])
         for r in report.results:
             assert r.max_rel <= (r.ref_rel + 2**-8 if r.dtype == "float32" else 1e-12), (target, r)
 
@@ -120,6 +117,5 @@ def test_cuda_every_check_equals_plain_torch_tf32_off(crosscheck, target, monkey
     # Every check on the GPU: gradients, gradcheck, torch.func, compile (the two Functions; not again for the loss
     # through both), fp16 and bf16 autocast. TF32 off, so that float32 means float32 (restored by monkeypatch).
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    fn, reference, make_inputs, options = getattr(net_crosscheck, target)
     checks = [c for c in CHECKS if target != "NET_LOSS" or c not in COMPILE_CHECKS]
-    crosscheck(fn, reference, make_inputs, devices=["cuda"], checks=checks, **options)
+    crosscheck(getattr(net_crosscheck, target), devices=["cuda"], checks=checks)

@@ -6,11 +6,12 @@ Each Function is a short, self-contained re-creation of a well-known one, in its
 `forward(ctx, ...)`, `@classmethod`, `once_differentiable`, non-tensor arguments, unreduced bias gradients, gradients
 returned for every input); the docstring names the source. CUDA kernels are replaced by their math in torch ops.
 
-`fails` and `warns` name the checks expected to fail / warn in profile="quick" (no compile checks); every other check
-passes or is n/a. `options` are check_function's options for the case.
+Each case is a FunctionUnderTest (fn, reference, make_inputs, check_function's options for it) with `intended`, the
+check meant to catch its bug (None for a correct Function), and `why`. Its exact verdict in profile="quick" (no
+compile checks) is its block in tests/golden/verdicts.txt.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,23 +19,13 @@ from torch import nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from manualnet.crosscheck import Sample
-
-# The checks that compare fn's gradients with the reference's: a backward that is wrong for every input fails them all
-# (torch.func ones only for Functions torch.func can run; old-style ones make them n/a).
-GRADIENT_CHECKS = {"backward", "noncontiguous", "autocast", "checkpoint"}
-FUNC_CHECKS = {"func_grad", "func_vjp", "jacrev", "vmap_grad"}
+from manualnet.crosscheck import FunctionUnderTest, Sample
 
 
-@dataclass
-class Case:
-    fn: object
-    reference: object
-    make_inputs: object
-    fails: set[str]  # checks expected to fail (empty for a correct Function)
-    warns: set[str] = field(default_factory=set)  # checks expected to warn (e.g. input_subsets, saved_tensors)
-    options: dict = field(default_factory=dict)  # check_function options (kinks, batch_args, functions, ...)
-    why: str = ""  # one line: what the Function is and (for wrong ones) the bug
+@dataclass(frozen=True, kw_only=True)
+class Case(FunctionUnderTest):
+    intended: str | None = None  # the check meant to catch its bug; None for a correct Function
+    why: str  # one line: what the Function is and (for wrong ones) the bug
 
 
 def randn(dtype, device, gen, *shape, scale=1.0, offset=0.0):
@@ -945,30 +936,25 @@ OTHERS = {
         SwishAutoFn.apply,
         lambda x: x * torch.sigmoid(x),
         make_x,
-        set(),
         why="timm's memory-efficient Swish, old-style, saves only x",
     ),
     "timm_mish": Case(
         MishAutoFn.apply,
         lambda x: x * torch.tanh(F.softplus(x)),
         make_x,
-        set(),
         why="timm's memory-efficient Mish, old-style, saves only x",
     ),
     "timm_hard_swish": Case(
         HardSwishAutoFn.apply,
         F.hardswish,
         make_hard_swish,
-        set(),
-        options={"kinks": ("at +-3",)},
+        {"kinks": ("at +-3",)},
         why="timm's hard-swish: at x = -3 and 3 the other one-sided derivatives than F.hardswish (both valid)",
     ),
     "megatron_bias_gelu": Case(
         GeLUFunction.apply,
         lambda x, b: F.gelu(x + b, approximate="tanh"),
         make_bias_gelu,
-        set(),
-        warns={"input_subsets"},
         why="Megatron's bias-GeLU: sqrt(2/pi) to 8 digits (float64 errors ~1e-10), unreduced bias gradient, "
         "gradients returned unasked",
     ),
@@ -976,8 +962,7 @@ OTHERS = {
         FusedLayerNormAffineFunction.apply,
         layer_norm_reference,
         make_layer_norm,
-        {"gradgradcheck"},
-        warns={"input_subsets"},
+        intended="gradgradcheck",
         why="apex's affine LayerNorm: (input, weight, bias, normalized_shape tuple, eps float), every gradient "
         "returned; right to first order, but its double backward is silently wrong (mean and invvar saved from a "
         "no-grad forward are constants to it; apex's CUDA backward has none at all): gradgradcheck fails, rightly",
@@ -986,8 +971,6 @@ OTHERS = {
         FusedLayerNormOnceDifferentiable.apply,
         layer_norm_reference,
         make_layer_norm_ill_conditioned,
-        set(),
-        warns={"input_subsets"},
         why="the same, once_differentiable (gradgradcheck n/a), on rows of mean 1e3: its float32 error vs the "
         "reference ~3e-5, about the reference's own error against float64",
     ),
@@ -995,43 +978,36 @@ OTHERS = {
         RMSNormFunction.apply,
         rms_norm_reference,
         make_rms_norm,
-        set(),
         why="T5/LLaMA RMSNorm, torch.func-ready (setup_context, generate_vmap_rule), weight and eps float",
     ),
     "megatron_linear_bias_none": Case(
         LinearWithGradAccumulation.apply,
         megatron_linear_reference,
         make_linear,
-        set(),
-        warns={"input_subsets"},
         why="Megatron's linear: bias None in one sample, every gradient returned whatever needs_input_grad says",
     ),
     "topk_with_indices": Case(
         TopK.apply,
         torch.topk,
         make_topk,
-        set(),
         why="top-k returning int64 indices beside the values (mark_non_differentiable), k and dim ints, func-ready",
     ),
     "select_dim0": Case(
         SelectLayer.apply,
         lambda x, idx: x[idx],
         make_select,
-        set(),
         why="x[2] (int argument) with a vmap rule: dim 0 is not a sample dim, vmap_grad must not fail (n/a)",
     ),
     "softmax_dim_kwarg": Case(
         SoftmaxFunction.apply,
         softmax_reference,
         make_softmax,
-        set(),
         why="hand-written softmax, old-style, dim passed as a keyword (Sample(x, dim=1))",
     ),
     "apex_xentropy": Case(
         SoftmaxCrossEntropyLoss.apply,
         xentropy_reference,
         make_xentropy,
-        set(),
         why="apex's label-smoothing xentropy: int64 labels, float, int and bool arguments, a padding row, "
         "once_differentiable (gradgradcheck n/a)",
     ),
@@ -1039,42 +1015,36 @@ OTHERS = {
         SwishAutoFn.apply,
         None,
         make_x,
-        set(),
         why="reference=None: gradcheck, gradgradcheck and fn's own transforms run; the rest n/a, saying why",
     ),
     "entmax_sparsemax": Case(
         SparsemaxFunction.apply,
         sparsemax_reference,
         make_sparsemax,
-        set(),
         why="entmax's sparsemax: classmethod forward/backward, (X, dim, k=None), saves an int support size",
     ),
     "bnn_sign_ste": Case(
         BinarizeF.apply,
         binarize_reference,
         make_x,
-        set(),
         why="BinaryNet's sign STE; the reference has the same custom gradient: gradcheck n/a for both, not failed",
     ),
     "qat_round_ste": Case(
         RoundSTE.apply,
         round_ste_reference,
         make_round,
-        set(),
         why="fake-quant round(x/scale)*scale STE, scale float, once_differentiable: gradcheck n/a, gradgradcheck n/a",
     ),
     "dann_gradient_reversal": Case(
         ReverseLayerF.apply,
         reverse_reference,
         make_reverse,
-        set(),
         why="DANN's gradient reversal (x.view_as(x), gradient -alpha): gradcheck n/a, the reference fails it too",
     ),
     "inplace_abn_leaky_relu": Case(
         InplaceLeakyReLU.apply,
         leaky_relu_inplace_reference,
         make_leaky,
-        set(),
         why="in-place leaky ReLU with ctx.mark_dirty against F.leaky_relu(inplace=True): fresh copies per call; "
         "inside checkpoint both raise (the region modifies its own input): n/a, not failed",
     ),
@@ -1082,31 +1052,26 @@ OTHERS = {
         MyLinear(6, 4),
         LinearReference(6, 4),
         make_linear_module_input,
-        set(),
-        options={"functions": (LinearFunction,)},
+        {"functions": (LinearFunction,)},
         why="the PyTorch docs' MyLinear Module: its weight and bias checked by name against an F.linear module",
     ),
     "chunk_list_output": Case(
         chunk_as_list,
         chunk_reference,
         make_chunk,
-        set(),
-        options={"functions": (Chunk,)},
+        {"functions": (Chunk,)},
         why="a wrapper returning a list of the Function's outputs (n int)",
     ),
     "swish_empty_tensor": Case(
         SwishAutoFn.apply,
         lambda x: x * torch.sigmoid(x),
         make_with_empty,
-        set(),
         why="an elementwise Function on a (0, 5) sample beside a random one: checked or n/a, never an error",
     ),
     "reference_raises": Case(
         MatMulFn.apply,
         reference_with_shape_error,
         make_matmul,
-        {"forward", "backward", "noncontiguous", "autocast", "checkpoint", "saved_tensors"},
-        warns={"input_subsets"},
         why="a right x @ w whose reference raises (shape error): reported as the reference failing on every check "
         "that runs it, never escaping check_function (x and w differ in shape: same_tensor_twice n/a; MatMulFn "
         "returns both gradients unasked: input_subsets warns)",
@@ -1116,31 +1081,29 @@ OTHERS = {
         MyLinear(6, 4, LinearFunctionDoubleWeightGrad),
         LinearReference(6, 4),
         make_linear_module_input,
-        {"gradcheck"} | GRADIENT_CHECKS,
-        options={"functions": (LinearFunctionDoubleWeightGrad,)},
+        {"functions": (LinearFunctionDoubleWeightGrad,)},
+        intended="backward",
         why="backward: the Module's weight gradient is 2x (only the parameter's gradient is wrong; x's is right)",
     ),
     "noncontiguous_forward": Case(
         SwishKernelNoContiguous.apply,
         lambda x: x * torch.sigmoid(x),
         make_x,
-        {"noncontiguous"},
+        intended="noncontiguous",
         why="noncontiguous: the forward reads x's storage in row-major order (no .contiguous() before the kernel)",
     ),
     "layer_norm_missing_mean_term": Case(
         LayerNormMissingMeanTerm.apply,
         layer_norm_reference,
         make_layer_norm,
-        {"gradcheck", "gradgradcheck"} | GRADIENT_CHECKS,
-        warns={"input_subsets"},
+        intended="backward",
         why="backward: dx without the -mean(g*w) term",
     ),
     "layer_norm_one_pass_variance": Case(
         LayerNormOnePassVariance.apply,
         layer_norm_reference,
         make_layer_norm_ill_conditioned,
-        {"forward", "gradgradcheck", "same_tensor_twice"} | GRADIENT_CHECKS,
-        warns={"input_subsets"},
+        intended="forward",
         why="forward: var = E[x^2] - E[x]^2 on rows of mean 1e3; float32 error ~5e-2, thousands of times the "
         "reference's (the tolerance for rounding must not swallow it; same_tensor_twice sees it too, weight and "
         "bias being one tensor)",
@@ -1149,14 +1112,14 @@ OTHERS = {
         SwishMissingTerm.apply,
         lambda x: x * torch.sigmoid(x),
         make_x,
-        {"gradcheck"} | GRADIENT_CHECKS | FUNC_CHECKS,
+        intended="backward",
         why="backward: g * sigmoid(x), the x * s * (1 - s) term missing (torch.func-ready, so the func checks see it)",
     ),
     "ste_plain_vs_clipped_reference": Case(
         BinarizeF.apply,
         clipped_ste_reference,
         make_x,
-        GRADIENT_CHECKS,
+        intended="backward",
         why="backward: plain STE (gradient 1) where the reference's custom gradient is clipped to |x| <= 1; "
         "gradcheck n/a (custom gradient on both sides)",
     ),
@@ -1164,7 +1127,7 @@ OTHERS = {
         InplaceExpNoMarkDirty.apply,
         torch.exp,
         make_x,
-        {"saved_tensors", "gradcheck", "gradgradcheck", "forward", "noncontiguous", "checkpoint"},
+        intended="saved_tensors",
         why="saved_tensors: exp_ on the input without ctx.mark_dirty (the caller's x silently overwritten: its "
         "version counter moves, the output is not x); the overwritten input then breaks finite differences "
         "(gradcheck), double backward (gradgradcheck), a second forward on the same tensors (forward, "
@@ -1174,14 +1137,14 @@ OTHERS = {
         QKSplitScale.apply,
         qk_split_reference,
         make_qk,
-        {"gradcheck", "unused_outputs"} | GRADIENT_CHECKS,
+        intended="unused_outputs",
         why="unused_outputs: k's incoming gradient scaled as q's (wrong only through the second output)",
     ),
     "sigmoid_forgets_grad_output": Case(
         SigmoidForgetsGradOutput.apply,
         torch.sigmoid,
         make_x,
-        {"gradcheck", "gradgradcheck"} | GRADIENT_CHECKS,
+        intended="backward",
         why="backward: grad_output never multiplied in (right only for y.sum()); gradgradcheck: the second derivative "
         "wrt grad_output is 0",
     ),
@@ -1189,7 +1152,7 @@ OTHERS = {
         ChunkReturnsList.apply,
         chunk_reference,
         make_chunk,
-        {"backward", "gradcheck", "gradgradcheck", "unused_outputs", "noncontiguous", "autocast", "checkpoint"},
+        intended="backward",
         why="backward: forward returns a list, so autograd leaves the chunks detached: no gradient at all",
     ),
 }

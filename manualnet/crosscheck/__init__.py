@@ -4,6 +4,9 @@
     report.assert_ok()                                            # AssertionError whose message is the table
     print(report.markdown())
 
+    my_fn = FunctionUnderTest(MyFn.apply, reference, make_inputs, {"kinks": ["at 0"]})  # its options, named once
+    my_fn.check(profile="quick").assert_ok()                      # check_function with them and the run's
+
 `make_inputs(dtype, device, generator)` returns one sample or a dict {sample name: sample}. A sample is a tuple of
 positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the differentiable inputs (the harness
 sets requires_grad itself), everything else (integer tensors, ints, floats, None, tuples, strings, dtypes) is passed
@@ -35,11 +38,13 @@ from manualnet.crosscheck.case import (
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 from manualnet.crosscheck.report import Report, Result
+from manualnet.crosscheck.subject import FunctionUnderTest
 
 __all__ = [
     "CHECKS",
     "FAST_MODE_NUMEL",
     "FLOOR",
+    "FunctionUnderTest",
     "K",
     "PROFILES",
     "GradDiff",

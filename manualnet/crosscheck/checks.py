@@ -1,6 +1,7 @@
 """The named checks of check_function: each compares one use of `fn` with the same use of the reference (or, with
 no reference, with fn's own eager result) on every sample of one (dtype, device) Case, and records what it finds in
-a Tally.
+a Tally. Whether a check applies is declared in CHECKS, by the names of its needs (manualnet.crosscheck.needs); what
+shows only once fn runs (its output count, a Dynamo refusal) is decided inside the check.
 
 A gradient is the vector-Jacobian product with fixed random incoming gradients g_k, one per floating output:
 d/dx sum_k <out_k, g_k>. Errors are measured against a float64 truth (manualnet.crosscheck.case: the rule).
@@ -26,7 +27,6 @@ from manualnet.crosscheck.case import (
     on_floats,
     output_grads,
     probe,
-    require_func_transforms,
     scalar_loss,
     strided,
     to_float64,
@@ -43,13 +43,12 @@ from manualnet.crosscheck.expected import (
     compare_grads,
     compare_outputs,
     detached,
-    need_reference,
-    require_jvp,
     tangents_of,
     want_grads,
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.needs import Check, no_vmap_rule
 from manualnet.crosscheck.saved import saved_for_backward
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
@@ -62,7 +61,6 @@ SAVED_SLACK_BYTES = 64  # saved_tensors warns when fn saves more than the refere
 
 def check_forward(case: Case, t: Tally) -> None:
     """Outputs (values, dtypes, integer and Python outputs exactly) equal the reference's."""
-    need_reference(case)
     for name, s in case.samples.items():
         with torch.no_grad():
             got = as_outputs(case.call(case.fn, s))
@@ -71,7 +69,6 @@ def check_forward(case: Case, t: Tally) -> None:
 
 def check_backward(case: Case, t: Tally) -> None:
     """Every gradient (inputs and parameters) equals the reference's."""
-    need_reference(case)
     for name, s in case.samples.items():
         compare_grads(t, name, grads(case, case.fn, s), *want_grads(case, name))
 
@@ -82,11 +79,7 @@ def _once_differentiable(e: Exception) -> bool:
 
 def _finite_differences(case: Case, t: Tally, check) -> None:
     t.tolerance = "gradcheck's atol 1e-5, rtol 1e-3"
-    if case.dtype != torch.float64:
-        raise NotApplicable("finite differences run in float64 only")
     smooth = {n: s for n, s in case.samples.items() if n not in case.kinks}
-    if not smooth:
-        raise NotApplicable("every sample is a kink (kinks=)")
     checked = 0
     for name, s in smooth.items():
         if not any(s.get(k).numel() for k in s.keys()):
@@ -153,8 +146,6 @@ def check_input_subsets(case: Case, t: Tally) -> None:
     gradients for inputs that did not ask is legal but costly: a warning."""
     for name, s in case.samples.items():
         keys = s.keys()
-        if len(keys) < 2:
-            raise NotApplicable("one differentiable input")
         full = grads(case, case.fn, s)
         subsets = [[k] for k in keys] + ([[j for j in keys if j != k] for k in keys] if len(keys) > 2 else [])
         for wrt in subsets:
@@ -197,7 +188,6 @@ def check_noncontiguous(case: Case, t: Tally) -> None:
 
 def check_same_tensor_twice(case: Case, t: Tally) -> None:
     """One tensor in two argument positions (pytorch #183604): gradients equal the reference's."""
-    need_reference(case)
     for name, s in case.samples.items():
         keys = s.keys()
         pairs = [(i, j) for i in keys for j in keys if i < j and s.get(i).shape == s.get(j).shape]
@@ -218,7 +208,6 @@ def check_same_tensor_twice(case: Case, t: Tally) -> None:
 
 def check_func_grad(case: Case, t: Tally) -> None:
     """torch.func.grad equals the reference's gradients."""
-    require_func_transforms(case)
     for name, s in case.samples.items():
         loss, floats, keys = scalar_loss(case, case.fn, s)
         got = torch.func.grad(loss, argnums=tuple(range(len(floats))))(*floats)
@@ -227,7 +216,6 @@ def check_func_grad(case: Case, t: Tally) -> None:
 
 def check_func_vjp(case: Case, t: Tally) -> None:
     """torch.func.vjp: primal outputs and gradients equal the reference's (integer outputs left out)."""
-    require_func_transforms(case)
     for name, s in case.samples.items():
         f_floats, floats, keys = on_floats(case, case.fn, s)
         outs, vjp_fn = torch.func.vjp(floating_outputs(f_floats), *floats)
@@ -264,7 +252,6 @@ def _jacobians(case: Case, name: str, s: Inputs, transform) -> tuple[list, list]
 
 def check_jacrev(case: Case, t: Tally) -> None:
     """torch.func.jacrev equals the reference's Jacobian (torch.autograd.functional.jacobian)."""
-    require_func_transforms(case)
     for name, s in case.samples.items():
         pair = _jacobians(case, name, s, torch.func.jacrev)
         if pair is not None:
@@ -275,14 +262,8 @@ def check_jacrev(case: Case, t: Tally) -> None:
 def check_vmap_grad(case: Case, t: Tally) -> None:
     """vmap(grad) per-sample gradients equal a loop of the reference's gradients, one sample at a time, where dim 0
     of the batch_args inputs is a batch dimension of fn (n/a otherwise)."""
-    require_func_transforms(case)
-    no_rule = _no_vmap_rule(case)
-    if no_rule:
-        raise NotApplicable(no_rule)
     for name, s in case.samples.items():
         batch = [i for i in case.batch_args if i < len(s.args) and isinstance(s.args[i], Tensor)]
-        if not batch or any(s.args[i].dim() == 0 for i in batch):
-            raise NotApplicable(f"no batched positional input at batch_args {list(case.batch_args)}")
         n = s.args[batch[0]].shape[0]
         if n == 0:
             continue
@@ -316,13 +297,6 @@ def check_vmap_grad(case: Case, t: Tally) -> None:
                 t.compare_grad(f"{name} sample {k} d({key_name(key)})", g[k], w)
 
 
-def _no_vmap_rule(case: Case) -> str | None:
-    no_rule = [
-        f.__name__ for f in case.functions if not f.generate_vmap_rule and f.vmap is torch.autograd.Function.vmap
-    ]
-    return f"no vmap rule ({', '.join(no_rule)}: set generate_vmap_rule = True or define vmap)" if no_rule else None
-
-
 def _require_batched(case: Case, row: Inputs) -> None:
     """n/a unless fn takes one row of the batch_args inputs (dim 0 is a batch dimension of fn)."""
     try:
@@ -334,14 +308,13 @@ def _require_batched(case: Case, row: Inputs) -> None:
 
 def check_jvp(case: Case, t: Tally) -> None:
     """torch.func.jvp and jacfwd equal the reference's forward AD, when the Function defines jvp."""
-    require_jvp(case)
     for name, s in case.samples.items():
         f_floats, floats, _ = on_floats(case, case.fn, s)
         _, got = torch.func.jvp(floating_outputs(f_floats), floats, tangents_of(floats, case.seed))
         want, truth = want_jvp(case, name)
         compare_outputs(t, f"{name} jvp", as_outputs(got), want, truth)
-        if _no_vmap_rule(case):
-            t.notes.append(f"jacfwd not run: {_no_vmap_rule(case)}")
+        if no_vmap_rule(case):
+            t.notes.append(f"jacfwd not run: {no_vmap_rule(case)}")
             continue
         pair = _jacobians(case, name, s, torch.func.jacfwd)
         if pair is not None:
@@ -378,7 +351,6 @@ def check_autocast(case: Case, t: Tally) -> None:
     """Under torch.autocast (bf16 on CPU; fp16 and bf16 on CUDA): output dtypes, values and gradients (backward
     outside and inside the autocast region) equal the reference's under the same autocast, against the float64
     truth. float64 inputs must be left alone, as torch's own ops do."""
-    need_reference(case)
     kinds = (torch.float16, torch.bfloat16) if case.device.type == "cuda" else (torch.bfloat16,)
     for low in kinds:
         floor_dtype = torch.float64 if case.dtype == torch.float64 else low
@@ -449,8 +421,6 @@ def _saved(case: Case, f, s: Inputs) -> tuple[int, list[str]]:
 
 def check_deterministic(case: Case, t: Tally) -> None:
     """On CPU, two backward passes give bitwise-equal gradients."""
-    if case.device.type != "cpu":
-        raise NotApplicable("CPU only (GPU kernels may accumulate in any order)")
     t.tolerance = "bitwise"
     for name, s in case.samples.items():
         a, b = grads(case, case.fn, s), grads(case, case.fn, s)
@@ -464,29 +434,30 @@ def check_deterministic(case: Case, t: Tally) -> None:
                     t.fail(f"{name} d({key_name(k)}): two backward passes differ (max abs {d.max_abs:.2e})")
 
 
-# The checks by name, in the report's order.
+# The checks by name, in the report's order, each with what it needs (manualnet.crosscheck.needs.NEEDS): a check
+# whose need is unmet is n/a with that need's reason, before it runs.
 CHECKS = {
-    "forward": check_forward,
-    "backward": check_backward,
-    "gradcheck": check_gradcheck,
-    "gradgradcheck": check_gradgradcheck,
-    "input_subsets": check_input_subsets,
-    "unused_outputs": check_unused_outputs,
-    "noncontiguous": check_noncontiguous,
-    "same_tensor_twice": check_same_tensor_twice,
-    "func_grad": check_func_grad,
-    "func_vjp": check_func_vjp,
-    "jacrev": check_jacrev,
-    "vmap_grad": check_vmap_grad,
-    "jvp": check_jvp,
-    "checkpoint": check_checkpoint,
-    "compile": check_compile,
-    "compile_func_grad": check_compile_func_grad,
-    "compile_jvp": check_compile_jvp,
-    "compile_double_backward": check_compile_double_backward,
-    "compile_dynamic": check_compile_dynamic,
-    "autocast": check_autocast,
-    "saved_tensors": check_saved_tensors,
-    "deterministic": check_deterministic,
+    "forward": Check(check_forward, needs=("reference",)),
+    "backward": Check(check_backward, needs=("reference",)),
+    "gradcheck": Check(check_gradcheck, needs=("float64", "smooth_sample")),
+    "gradgradcheck": Check(check_gradgradcheck, needs=("float64", "smooth_sample")),
+    "input_subsets": Check(check_input_subsets, needs=("two_inputs",)),
+    "unused_outputs": Check(check_unused_outputs),
+    "noncontiguous": Check(check_noncontiguous),
+    "same_tensor_twice": Check(check_same_tensor_twice, needs=("reference",)),
+    "func_grad": Check(check_func_grad, needs=("func",)),
+    "func_vjp": Check(check_func_vjp, needs=("func",)),
+    "jacrev": Check(check_jacrev, needs=("func",)),
+    "vmap_grad": Check(check_vmap_grad, needs=("func", "vmap_rule", "batch_args")),
+    "jvp": Check(check_jvp, needs=("func", "jvp")),
+    "checkpoint": Check(check_checkpoint),
+    "compile": Check(check_compile),
+    "compile_func_grad": Check(check_compile_func_grad, needs=("func",)),
+    "compile_jvp": Check(check_compile_jvp, needs=("func", "jvp")),
+    "compile_double_backward": Check(check_compile_double_backward),
+    "compile_dynamic": Check(check_compile_dynamic, needs=("two_shapes",)),
+    "autocast": Check(check_autocast, needs=("reference",)),
+    "saved_tensors": Check(check_saved_tensors),
+    "deterministic": Check(check_deterministic, needs=("cpu",)),
 }
 PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if not c.startswith("compile")]}

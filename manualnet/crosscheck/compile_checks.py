@@ -19,7 +19,6 @@ from manualnet.crosscheck.case import (
     on_floats,
     output_grads,
     probe,
-    require_func_transforms,
     scalar_loss,
     to_float64,
 )
@@ -27,12 +26,12 @@ from manualnet.crosscheck.expected import (
     compare_grads,
     compare_outputs,
     detached,
-    require_jvp,
     tangents_of,
     want_grads,
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.needs import first_of_each_shape
 
 
 def _owner(case: Case):
@@ -139,7 +138,6 @@ def check_compile(case: Case, t: Tally) -> None:
 def check_compile_func_grad(case: Case, t: Tally) -> None:
     """torch.compile(torch.func.grad(...)) equals the reference's gradients (pytorch #193279), first sample; the
     probe tells "wrong" from "right, but your backward never ran"."""
-    require_func_transforms(case)
     name, s = first_sample(case)
 
     def body():
@@ -159,7 +157,6 @@ def check_compile_func_grad(case: Case, t: Tally) -> None:
 
 def check_compile_jvp(case: Case, t: Tally) -> None:
     """torch.compile(torch.func.jvp(...)) equals the reference's forward AD (pytorch #192985), first sample."""
-    require_jvp(case)
     name, s = first_sample(case)
 
     def body():
@@ -248,15 +245,7 @@ def _torch_limit(case: Case, compiled) -> None:
 
 def check_compile_dynamic(case: Case, t: Tally) -> None:
     """torch.compile(fn, dynamic=True) over two sample sizes: outputs and gradients equal the reference's."""
-    shapes = {}
-    for name, s in case.samples.items():
-        shapes.setdefault(tuple(tuple(x.shape) for x in s.tensors()), name)
-    if len(shapes) < 2:
-        raise NotApplicable("one sample shape (dynamic shapes need two)")
-    names = list(shapes.values())[:2]
-    sig = {n: tuple(case.samples[n].keys()) for n in names}
-    if sig[names[0]] != sig[names[1]]:
-        raise NotApplicable("the samples differ in which inputs are differentiable")
+    names = first_of_each_shape(case)[:2]  # needs two_shapes: two, with the same differentiable inputs
 
     def body():
         def build(f):

@@ -18,7 +18,6 @@ from manualnet.crosscheck.case import (
     is_float,
     key_name,
     on_floats,
-    require_func_transforms,
     to_float64,
 )
 
@@ -97,7 +96,6 @@ def compare_outputs(t: Tally, label: str, got: tuple, want: tuple, truth: tuple 
 
 
 def require_jvp(case: Case) -> None:
-    require_func_transforms(case)
     no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
     if no_jvp or not case.functions:
         raise NotApplicable(f"no jvp ({', '.join(no_jvp) or 'no Function class known'})")

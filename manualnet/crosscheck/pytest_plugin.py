@@ -2,6 +2,7 @@
 
     def test_my_fn(crosscheck):
         crosscheck(MyFn.apply, reference, make_inputs)   # options of check_function as keyword arguments
+        crosscheck(subject, profile="quick")             # a FunctionUnderTest, with options over its own
 
 A failing check fails the test with the report's table as the message. `pytest --crosscheck-report PATH` writes the
 Markdown matrix of every Function checked in the session to PATH.
@@ -29,12 +30,14 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture
 def crosscheck(request):
-    """check_function(fn, reference, make_inputs, **options), failing the test with the table when a check fails;
-    returns the Report."""
-    from manualnet.crosscheck import check_function  # torch is imported only by tests that use the fixture
+    """check_function(fn, reference, make_inputs, **options), or FunctionUnderTest.check(**options) given one,
+    failing the test with the table when a check fails; returns the Report."""
+    from manualnet.crosscheck import FunctionUnderTest, check_function  # torch only in tests that use the fixture
 
-    def run(fn, reference, make_inputs, **options):
-        report = check_function(fn, reference, make_inputs, **options)
+    def run(fn, *args, **options):
+        report = (
+            fn.check(*args, **options) if isinstance(fn, FunctionUnderTest) else check_function(fn, *args, **options)
+        )
         request.config.stash[REPORTS].append((request.node.nodeid, report))
         report.assert_ok()
         return report
