@@ -50,6 +50,12 @@ from manualnet.crosscheck.expected import (
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.op_checks import (
+    check_opcheck_aot_dispatch_dynamic,
+    check_opcheck_autograd_registration,
+    check_opcheck_faketensor,
+    check_opcheck_schema,
+)
 from manualnet.crosscheck.saved import saved_for_backward
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
@@ -488,5 +494,11 @@ CHECKS = {
     "autocast": check_autocast,
     "saved_tensors": check_saved_tensors,
     "deterministic": check_deterministic,
+    "opcheck_schema": check_opcheck_schema,
+    "opcheck_autograd_registration": check_opcheck_autograd_registration,
+    "opcheck_faketensor": check_opcheck_faketensor,
+    "opcheck_aot_dispatch_dynamic": check_opcheck_aot_dispatch_dynamic,
 }
-PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if not c.startswith("compile")]}
+# quick: all but the checks that compile (seconds each): torch.compile's and opcheck's AOT autograd test.
+COMPILING = [c for c in CHECKS if c.startswith("compile")] + ["opcheck_aot_dispatch_dynamic"]
+PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if c not in COMPILING]}

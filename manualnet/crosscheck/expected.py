@@ -17,6 +17,7 @@ from manualnet.crosscheck.case import (
     incoming,
     is_float,
     key_name,
+    library_ops,
     on_floats,
     require_func_transforms,
     to_float64,
@@ -97,6 +98,10 @@ def compare_outputs(t: Tally, label: str, got: tuple, want: tuple, truth: tuple 
 
 
 def require_jvp(case: Case) -> None:
+    if library_ops(case):
+        raise NotApplicable(
+            f"no jvp ({', '.join(library_ops(case))}: torch.library registers a custom op's backward only)"
+        )
     require_func_transforms(case)
     no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
     if no_jvp or not case.functions:
