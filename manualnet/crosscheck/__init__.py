@@ -9,8 +9,8 @@ positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the di
 sets requires_grad itself), everything else (integer tensors, ints, floats, None, tuples, strings, dtypes) is passed
 as it is. `fn` and `reference` may be nn.Modules: their parameters are differentiated like inputs and compared by
 name, and the reference runs with fn's parameter values. `fn` may be a custom op (`torch.library.custom_op`,
-`triton_op`, `torch.ops.ns.op`): opcheck's tests run on it too. The checks are listed in CHECKS and described with their
-tolerances in docs/crosscheck.md.
+`triton_op`, `torch.ops.ns.op`): opcheck's tests run on it too. The checks are listed in CHECKS and described with
+their tolerances in docs/crosscheck.md.
 """
 
 import time

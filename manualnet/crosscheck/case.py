@@ -351,11 +351,7 @@ def _short(v) -> str:
 
 def old_style(functions: tuple[type, ...]) -> list[str]:
     """Names of the Functions written as forward(ctx, ...) (no setup_context): torch.func cannot transform them."""
-    return [
-        f.__name__
-        for f in functions
-        if f.setup_context is torch.autograd.Function.setup_context and library_op(f) is None
-    ]
+    return [f.__name__ for f in functions if f.setup_context is torch.autograd.Function.setup_context]
 
 
 def library_ops(case: Case) -> list[str]:
