@@ -576,8 +576,8 @@ def cube(x):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"fn": 3}, TypeError, r"^fn: expected a callable, got int"),
-        ({"reference": 3}, TypeError, r"^reference: expected a callable or None, got int"),
+        ({"fn": 3}, TypeError, r"^fn: expected a callable \(a function, MyFn.apply, an nn.Module or .*\), got int"),
+        ({"reference": 3}, TypeError, r"^reference: expected a callable \(.*\) or None, got int"),
         (
             {"make_inputs": lambda d, v, g: [torch.ones(2)]},
             TypeError,

@@ -1,4 +1,4 @@
-"""Cross-check a custom torch.autograd.Function against a reference written in plain torch ops.
+"""Cross-check a custom torch.autograd.Function or custom op against a reference written in plain torch ops.
 
     report = check_function(MyFn.apply, reference, make_inputs)   # every check, float32 and float64, on the CPU
     report.assert_ok()                                            # AssertionError whose message is the table
@@ -11,8 +11,9 @@
 positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the differentiable inputs (the harness
 sets requires_grad itself), everything else (integer tensors, ints, floats, None, tuples, strings, dtypes) is passed
 as it is. `fn` and `reference` may be nn.Modules: their parameters are differentiated like inputs and compared by
-name, and the reference runs with fn's parameter values. The checks are listed in CHECKS and described with their
-tolerances in docs/crosscheck.md.
+name, and the reference runs with fn's parameter values. `fn` may be a custom op (`torch.library.custom_op`,
+`triton_op`, `torch.ops.ns.op`): opcheck's tests run on it too. The checks are listed in CHECKS and described with
+their tolerances in docs/crosscheck.md.
 """
 
 import time
@@ -37,6 +38,7 @@ from manualnet.crosscheck.case import (
 )
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
+from manualnet.crosscheck.ops import OP_KINDS, as_op, library_functions, op_name
 from manualnet.crosscheck.report import Report, Result
 from manualnet.crosscheck.subject import FunctionUnderTest
 
@@ -74,23 +76,27 @@ def check_function(
     name: str | None = None,
     strict: bool = False,
 ) -> Report:
-    """Run the checks of `profile` ("full": all of CHECKS; "quick": all but the compile checks), or the named
-    `checks`, of `fn` against `reference` for every dtype and device.
+    """Run the checks of `profile` ("full": all of CHECKS; "quick": all but the checks that compile: torch.compile's
+    and opcheck's AOT test), or the named `checks`, of `fn` against `reference` for every dtype and device.
 
-    fn, reference: callables or nn.Modules, e.g. MyFn.apply and the same math in plain torch ops; reference=None
-        runs what needs no reference (gradcheck, transforms against fn's own eager result, ...).
+    fn, reference: callables, nn.Modules or custom ops (torch.library.custom_op, triton_op, torch.ops.ns.op), e.g.
+        MyFn.apply and the same math in plain torch ops; reference=None runs what needs no reference (gradcheck,
+        transforms against fn's own eager result, ...). opcheck's tests run when fn is a custom op.
     make_inputs(dtype, device, generator): a tuple, a Sample, or a dict {sample name: tuple or Sample}.
     functions: the autograd.Function classes whose backward the probes count (found by themselves when fn is
-        MyFn.apply); name them when fn is a wrapper or a Module that calls Functions inside.
+        MyFn.apply, and for custom ops with register_autograd); name them when fn is a wrapper or a Module that
+        calls Functions inside.
     kinks: names of samples placed on purpose where fn is not differentiable: any one-sided gradient is accepted
         there, and finite differences skip them.
     batch_args: positions of the inputs whose dim 0 is the sample dimension, for vmap_grad's per-sample gradients.
     strict: warnings count as failures in Report.ok.
     Raises TypeError/ValueError naming the argument before any check runs.
     """
-    for arg, value in (("fn", fn), ("reference", reference), ("make_inputs", make_inputs)):
-        if not callable(value) and not (arg == "reference" and value is None):
-            raise TypeError(f"{arg}: expected a callable{' or None' if arg == 'reference' else ''}, got {_type(value)}")
+    _callable("fn", fn)
+    if reference is not None:
+        _callable("reference", reference)
+    if not callable(make_inputs):
+        raise TypeError(f"make_inputs: expected a callable, got {_type(make_inputs)}")
     _same_parameters(fn, reference)
     dtypes = _dtypes(dtypes)
     devices = _devices(devices)
@@ -157,6 +163,8 @@ def _type(value) -> str:
 
 
 def _name(fn) -> str:
+    if as_op(fn) is not None:
+        return op_name(as_op(fn))
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type):
         return f"{owner.__name__}.{fn.__name__}"
@@ -166,6 +174,15 @@ def _name(fn) -> str:
 
 
 # -------------------------------------------------------------------------------------- argument checks (bad input)
+
+
+def _callable(arg: str, value) -> None:
+    """fn or reference: a callable (a function, MyFn.apply, an nn.Module or a custom op), not a Function class."""
+    expected = f"a callable (a function, MyFn.apply, an nn.Module or {OP_KINDS}){' or None' * (arg == 'reference')}"
+    if isinstance(value, type) and issubclass(value, torch.autograd.Function):
+        raise TypeError(f"{arg}: expected {expected}, got the autograd.Function class {value.__name__}: pass its apply")
+    if not callable(value):
+        raise TypeError(f"{arg}: expected {expected}, got {_type(value)}")
 
 
 def _same_parameters(fn, reference) -> None:
@@ -252,6 +269,7 @@ def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_arg
             raise ValueError(f"kinks: expected names of samples from make_inputs {list(samples)}, got {k!r}")
     case = Case(fn, reference, samples, dtype, device, functions, frozenset(kinks), tuple(batch_args), seed, False)
     case.inplace = any(_modifies_inputs(case, s) for s in samples.values())
+    case.functions = (*functions, *_library_functions(case))
     for sample_name, s in samples.items():
         _same_shapes(case, s, f"make_inputs({dtype}, {device})[{sample_name!r}]")
     return case
@@ -302,9 +320,23 @@ def _modifies_inputs(case: Case, inputs: Inputs) -> bool:
     return any(o is t for o in outs for t in changed)  # mark_dirty returns the input object itself
 
 
+def _library_functions(case: Case) -> tuple[type, ...]:
+    """The Function classes that register_autograd generated for the custom ops behind fn, found on the autograd
+    graph of fn's outputs on each sample: the probes count their backward; torch.func cannot transform them."""
+    found = []
+    for inputs in case.samples.values():
+        try:
+            outs = as_outputs(case.call(case.fn, leaves(inputs)))
+        except Exception:
+            continue  # fn's own failure is reported by each check
+        found += [f for f in library_functions(outs) if f not in found and f not in case.functions]
+    return tuple(found)
+
+
 def _same_shapes(case: Case, inputs: Inputs, where: str) -> None:
     if case.reference is None:
         return
+    inputs = inputs.map(lambda t: t.clone())  # a fn that changes its inputs in place must not spoil the sample
     with torch.no_grad():
         try:
             outs = as_outputs(case.call(case.fn, inputs))

@@ -14,6 +14,9 @@ import torch
 import torch.fx.experimental.validator  # noqa: F401  imported before the first compile: torch imports it mid-compile
 from torch import Tensor, nn
 from torch._dynamo.comptime import comptime
+from torch._ops import OpOverload, OpOverloadPacket
+
+from manualnet.crosscheck.ops import FUNC_LIMIT, function_name, library_op, schema_name
 
 # The tolerance rule (docs/crosscheck.md): against a float64 truth (the reference in float64, or the hull of its
 # one-sided gradients at a kink), fn's error may be K times the reference's own error in the same dtype, plus FLOOR.
@@ -351,7 +354,20 @@ def old_style(functions: tuple[type, ...]) -> list[str]:
     return [f.__name__ for f in functions if f.setup_context is torch.autograd.Function.setup_context]
 
 
+def library_ops(case: Case) -> list[str]:
+    """The qualified names of the custom ops behind fn whose autograd is register_autograd's generated Function."""
+    return [function_name(f) for f in case.functions if library_op(f) is not None]
+
+
 def require_func_transforms(case: Case) -> None:
+    """NotApplicable where a Function behind fn is one torch.func cannot transform, whatever its code: a custom
+    op's register_autograd, or an old-style forward(ctx, ...)."""
+    ops = library_ops(case)
+    if ops:
+        raise NotApplicable(
+            f"{', '.join(ops)}: torch.func cannot transform a custom op whose autograd is registered with "
+            f"register_autograd (a PyTorch limitation, {FUNC_LIMIT})"
+        )
     old = old_style(case.functions)
     if old:
         raise NotApplicable(f"{', '.join(old)}: old-style forward(ctx, ...); torch.func needs forward + setup_context")
@@ -360,15 +376,16 @@ def require_func_transforms(case: Case) -> None:
 @contextlib.contextmanager
 def probe(functions: tuple[type, ...]):
     """Wrap each Function's backward (patched on the class, always restored) to record its calls as
-    (class name, needs_input_grad, positions of the gradients it returned); (class name, None, ()) when traced."""
+    (class name, needs_input_grad, positions of the gradients it returned); (class name, None, ()) when traced.
+    A custom op's register_autograd backward is probed through the Function class it generates, by the op's name."""
     calls = []
     saved = []
     for cls in functions:
         attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
-        original = getattr(cls, attr)
+        original, name = getattr(cls, attr), function_name(cls)
         saved.append((cls, attr, cls.__dict__.get(attr)))
 
-        def counted(ctx, *g, _original=original, _name=cls.__name__):
+        def counted(ctx, *g, _original=original, _name=name):
             out = _original(ctx, *g)
 
             def record_eager():
@@ -398,16 +415,22 @@ class Trace:
     graphs: list = field(default_factory=list)
     breaks: list[str] = field(default_factory=list)
 
-    def holds_function(self) -> bool:
-        """A captured graph holds an autograd.Function (Dynamo's autograd_function_apply)."""
-        return any(
-            getattr(n.target, "__name__", "") == "autograd_function_apply" for g in self.graphs for n in g.graph.nodes
-        )
+    def holds_function(self, ops: frozenset[str] = frozenset()) -> bool:
+        """A captured graph holds an autograd.Function (Dynamo's autograd_function_apply) or one of the custom ops
+        named in `ops` (ns::op), which Dynamo captures as the op itself (torch.ops.ns.op.default)."""
+        return any(_is_function(n.target, ops) for g in self.graphs for n in g.graph.nodes)
 
-    def why_not(self) -> str:
+    def why_not(self, ops: frozenset[str] = frozenset()) -> str:
         if self.breaks:
             return "Dynamo graph break: " + self.breaks[0].strip().splitlines()[0]
-        return "Dynamo captured no graph" if not self.graphs else "no autograd.Function in the captured graph"
+        held = "no autograd.Function" + "".join(f" and no {op}" for op in sorted(ops))
+        return "Dynamo captured no graph" if not self.graphs else f"{held} in the captured graph"
+
+
+def _is_function(target, ops: frozenset[str]) -> bool:
+    if getattr(target, "__name__", "") == "autograd_function_apply":
+        return True
+    return isinstance(target, OpOverload | OpOverloadPacket) and schema_name(target) in ops
 
 
 def compile_traced(f, dynamic: bool | None = None):

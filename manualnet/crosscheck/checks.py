@@ -49,6 +49,12 @@ from manualnet.crosscheck.expected import (
     want_outputs,
 )
 from manualnet.crosscheck.needs import Check, no_vmap_rule
+from manualnet.crosscheck.op_checks import (
+    check_opcheck_aot_dispatch_dynamic,
+    check_opcheck_autograd_registration,
+    check_opcheck_faketensor,
+    check_opcheck_schema,
+)
 from manualnet.crosscheck.saved import saved_for_backward
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
@@ -459,5 +465,11 @@ CHECKS = {
     "autocast": Check(check_autocast, needs=("reference",)),
     "saved_tensors": Check(check_saved_tensors),
     "deterministic": Check(check_deterministic, needs=("cpu",)),
+    "opcheck_schema": Check(check_opcheck_schema, needs=("op",)),
+    "opcheck_autograd_registration": Check(check_opcheck_autograd_registration, needs=("op",)),
+    "opcheck_faketensor": Check(check_opcheck_faketensor, needs=("op",)),
+    "opcheck_aot_dispatch_dynamic": Check(check_opcheck_aot_dispatch_dynamic, needs=("op",)),
 }
-PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if not c.startswith("compile")]}
+# quick: all but the checks that compile (seconds each): torch.compile's and opcheck's AOT autograd test.
+COMPILING = [c for c in CHECKS if c.startswith("compile")] + ["opcheck_aot_dispatch_dynamic"]
+PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if c not in COMPILING]}

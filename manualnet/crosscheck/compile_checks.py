@@ -32,6 +32,7 @@ from manualnet.crosscheck.expected import (
     want_outputs,
 )
 from manualnet.crosscheck.needs import first_of_each_shape
+from manualnet.crosscheck.ops import function_name, ops_behind
 
 
 def _owner(case: Case):
@@ -50,6 +51,7 @@ def _compiled_fn(
     if owner is not None:
         candidates.append(("as Cls.apply from the calling frame", lambda *a, **k: owner.apply(*a, **k)))
     why = []
+    ops = ops_behind(case.fn, case.functions)
     for how, f in candidates:
         if calls is not None:
             calls.clear()  # the probe records this attempt alone (an eager run of the last one called backward)
@@ -57,12 +59,20 @@ def _compiled_fn(
         try:
             results = [run(*args) for args in arg_lists]
         except torch._dynamo.exc.TorchDynamoException as e:  # Dynamo's own failure, not fn's
-            why.append(f"{how}: Dynamo raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+            why.append(f"{how}: Dynamo raised {_reason(e)}")
             continue
-        if not trace.breaks and trace.graphs and (trace.holds_function() or not check_function_in_graph):
+        if not trace.breaks and trace.graphs and (trace.holds_function(ops) or not check_function_in_graph):
             return results, how, run
-        why.append(f"{how}: {trace.why_not()}")
+        why.append(f"{how}: {trace.why_not(ops)}")
     raise _NotCompiled("; ".join(why))
+
+
+def _reason(e: Exception) -> str:
+    """Dynamo's exception in a line; a backend's failure by the exception it wraps (the line above it says only
+    "backend='backend' raised:")."""
+    inner = getattr(e, "inner_exception", None)
+    shown = f"{type(e).__name__}: " + (f"{type(inner).__name__}: {inner}" if inner is not None else str(e))
+    return shown.strip().splitlines()[0][:200]
 
 
 class _NotCompiled(Exception):
@@ -88,7 +98,7 @@ def _compile_check(t: Tally, body) -> None:
 
 
 def _judge_probe(case: Case, t: Tally, calls: list, where: str) -> None:
-    missing = [f.__name__ for f in case.functions if not any(c[0] == f.__name__ for c in calls)]
+    missing = [function_name(f) for f in case.functions if not any(c[0] == function_name(f) for c in calls)]
     if not missing:
         return
     message = f"{', '.join(missing)}.backward never ran under {where}: autograd differentiated its forward instead"

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from manualnet.crosscheck.case import Case, NotApplicable, Tally, require_func_transforms
 from manualnet.crosscheck.expected import need_reference, require_jvp
+from manualnet.crosscheck.op_checks import require_op
 
 
 def need_float64(case: Case) -> None:
@@ -88,6 +89,7 @@ NEEDS: dict[str, Callable[[Case], None]] = {
     "two_inputs": need_two_inputs,  # two differentiable inputs in every sample
     "two_shapes": need_two_shapes,  # two sample shapes with the same differentiable inputs
     "cpu": need_cpu,  # the case's device is the CPU
+    "op": require_op,  # fn is a custom op (one overload): what torch.library.opcheck takes
 }
 
 
