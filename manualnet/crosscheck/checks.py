@@ -39,6 +39,8 @@ from manualnet.crosscheck.compile_checks import (
     check_compile_func_grad,
     check_compile_jvp,
 )
+from manualnet.crosscheck.compile_fresh import check_compile_fresh_inputs
+from manualnet.crosscheck.ddp_check import check_ddp
 from manualnet.crosscheck.expected import (
     compare_grads,
     compare_outputs,
@@ -50,7 +52,9 @@ from manualnet.crosscheck.expected import (
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.incoming_checks import check_incoming_grad_inplace
 from manualnet.crosscheck.saved import saved_for_backward
+from manualnet.crosscheck.transform_checks import check_batched_fwd_grad, check_fwd_over_rev, check_vmap_vjp
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
 JACOBIAN_NUMEL = 10**6  # jacrev/jacfwd skip samples whose Jacobian has more entries than this
@@ -474,19 +478,29 @@ CHECKS = {
     "unused_outputs": check_unused_outputs,
     "noncontiguous": check_noncontiguous,
     "same_tensor_twice": check_same_tensor_twice,
+    "incoming_grad_inplace": check_incoming_grad_inplace,
     "func_grad": check_func_grad,
     "func_vjp": check_func_vjp,
     "jacrev": check_jacrev,
     "vmap_grad": check_vmap_grad,
+    "vmap_vjp": check_vmap_vjp,
     "jvp": check_jvp,
+    "fwd_over_rev": check_fwd_over_rev,
+    "batched_fwd_grad": check_batched_fwd_grad,
     "checkpoint": check_checkpoint,
     "compile": check_compile,
     "compile_func_grad": check_compile_func_grad,
     "compile_jvp": check_compile_jvp,
     "compile_double_backward": check_compile_double_backward,
     "compile_dynamic": check_compile_dynamic,
+    "compile_fresh_inputs": check_compile_fresh_inputs,
     "autocast": check_autocast,
     "saved_tensors": check_saved_tensors,
     "deterministic": check_deterministic,
+    "ddp": check_ddp,
 }
-PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if not c.startswith("compile")]}
+OPT_IN = ("ddp",)  # run only when named in checks=
+PROFILES = {
+    "full": [c for c in CHECKS if c not in OPT_IN],
+    "quick": [c for c in CHECKS if c not in OPT_IN and not c.startswith("compile")],
+}

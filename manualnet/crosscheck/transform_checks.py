@@ -1,0 +1,151 @@
+"""The composed-transform checks, as functorch's own tests compose them: vmap over vjp (a batch of incoming
+gradients), forward over reverse (the jvp of a vjp, a Hessian-vector product), and gradcheck's batched forward
+gradients (vmap over forward AD, one input's tangent at a time)."""
+
+import torch
+from torch.autograd.gradcheck import GradcheckError
+
+from manualnet.crosscheck.case import (
+    Case,
+    Inputs,
+    NotApplicable,
+    Tally,
+    as_outputs,
+    floating_outputs,
+    incoming,
+    key_name,
+    leaves,
+    on_floats,
+    output_grads,
+    require_func_transforms,
+)
+from manualnet.crosscheck.expected import need_reference, require_jvp, tangents_of, truth_of
+
+BATCH = 3  # incoming gradients per vmap_vjp batch
+
+
+def require_vmap_rule(case: Case) -> None:
+    """n/a unless every known Function can be vmapped (generate_vmap_rule or a vmap staticmethod)."""
+    no_rule = [
+        f.__name__ for f in case.functions if not f.generate_vmap_rule and f.vmap is torch.autograd.Function.vmap
+    ]
+    if no_rule:
+        raise NotApplicable(f"no vmap rule ({', '.join(no_rule)}: set generate_vmap_rule = True or define vmap)")
+
+
+def require_jvp_defined(case: Case) -> None:
+    """n/a unless every known Function defines jvp (forward AD runs old-style Functions too)."""
+    no_jvp = [f.__name__ for f in case.functions if f.jvp is torch.autograd.Function.jvp]
+    if no_jvp or not case.functions:
+        raise NotApplicable(f"no jvp ({', '.join(no_jvp) or 'no Function class known'})")
+
+
+def require_float64(case: Case) -> None:
+    if case.dtype != torch.float64:
+        raise NotApplicable("finite differences run in float64 only")
+
+
+def _vjp_seed(case: Case, b: int) -> int:
+    return case.seed + 11 + b  # the b-th incoming gradient of the batch (b = 0 is not the other checks' g)
+
+
+def _ref_vjp(case: Case, f, s: Inputs, seed: int) -> dict:
+    """{key: d/d(input) of sum_k <f(s)_k, g_k>} with the g_k drawn from `seed`, by plain autograd."""
+    ins = leaves(s)
+    keys = ins.keys()
+    outs = as_outputs(case.call(f, ins))
+    return dict(zip(keys, output_grads(outs, [ins.get(k) for k in keys], seed), strict=True))
+
+
+def check_vmap_vjp(case: Case, t: Tally) -> None:
+    """vmap over the vjp function of torch.func.vjp, on a batch of incoming gradients: each row equals the
+    reference's gradient for that incoming gradient, one at a time."""
+    require_func_transforms(case)
+    require_vmap_rule(case)
+    for name, s in case.samples.items():
+        f_floats, floats, keys = on_floats(case, case.fn, s)
+        outs, vjp_fn = torch.func.vjp(floating_outputs(f_floats), *floats)
+        rows = [[g for g in incoming(as_outputs(outs), _vjp_seed(case, b)) if g is not None] for b in range(BATCH)]
+        batch = tuple(torch.stack(gs) for gs in zip(*rows, strict=True))
+        got = torch.func.vmap(vjp_fn)(batch if isinstance(outs, tuple) else batch[0])
+        for b in range(BATCH):
+            seed = _vjp_seed(case, b)
+            want = _ref_vjp(case, case.want_fn(), s, seed)
+            truth = truth_of(case, name, lambda s64, seed=seed: _ref_vjp(case, case.want_fn(), s64, seed))
+            for key, g in zip(keys, got, strict=True):
+                t.compare_grad(
+                    f"{name} incoming gradient {b} d({key_name(key)})",
+                    g[b],
+                    want[key],
+                    None if truth is None else truth[key],
+                )
+
+
+def _fwd_over_rev(case: Case, f, s: Inputs) -> dict:
+    """{key: torch.func.jvp of (x -> the vjp of f at x with fixed g_k), tangents u}: H u, the Hessian of
+    sum_k <f_k, g_k> times u."""
+    f_floats, floats, keys = on_floats(case, f, s)
+    f_out = floating_outputs(f_floats)
+    with torch.no_grad():
+        gs = [g for g in incoming(as_outputs(case.call(f, s)), case.seed) if g is not None]
+
+    def vjp_at(*x):
+        outs, vjp_fn = torch.func.vjp(f_out, *x)
+        return vjp_fn(tuple(gs) if isinstance(outs, tuple) else gs[0])
+
+    _, hvp = torch.func.jvp(vjp_at, floats, tangents_of(floats, case.seed))
+    return dict(zip(keys, hvp, strict=True))
+
+
+def check_fwd_over_rev(case: Case, t: Tally) -> None:
+    """Forward over reverse: torch.func.jvp of torch.func.vjp (a Hessian-vector product) equals the reference's."""
+    need_reference(case)
+    require_jvp(case)
+    for name, s in case.samples.items():
+        got = _fwd_over_rev(case, case.fn, s)
+        want = _fwd_over_rev(case, case.reference, s)
+        truth = truth_of(case, name, lambda s64: _fwd_over_rev(case, case.reference, s64))
+        for key, g in got.items():
+            t.compare_grad(f"{name} jvp of vjp d({key_name(key)})", g, want[key], None if truth is None else truth[key])
+
+
+def check_batched_fwd_grad(case: Case, t: Tally) -> None:
+    """gradcheck's forward AD with check_batched_forward_grad: the jvp against finite differences, with absent and
+    zero tangents, and vmap over a batch of tangents (one input at a time) against a loop."""
+    t.tolerance = "gradcheck's atol 1e-5, rtol 1e-3"
+    require_jvp_defined(case)
+    require_vmap_rule(case)
+    require_float64(case)
+    smooth = {n: s for n, s in case.samples.items() if n not in case.kinks}
+    if not smooth:
+        raise NotApplicable("every sample is a kink (kinks=)")
+    for name, s in smooth.items():
+        if not any(s.get(k).numel() for k in s.keys()):
+            t.notes.append(f"{name}: empty inputs, nothing to perturb")
+            continue
+        error = _forward_gradcheck(case.fn, case, s)
+        if error is None:
+            continue
+        if case.reference is not None and _forward_gradcheck(case.reference, case, s) is not None:
+            raise NotApplicable("custom gradient: the reference's forward AD fails gradcheck too")
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        t.fail(f"{name}: {type(error).__name__}: " + " ".join(lines[:4])[:500])
+
+
+def _forward_gradcheck(f, case: Case, s: Inputs) -> Exception | None:
+    from manualnet.crosscheck.checks import FAST_MODE_NUMEL  # checks.py imports this module
+
+    f_floats, floats, _ = on_floats(case, f, s)
+    ins = tuple(x.detach().clone().requires_grad_(True) for x in floats)
+    try:
+        torch.autograd.gradcheck(
+            floating_outputs(f_floats),
+            ins,
+            check_forward_ad=True,
+            check_backward_ad=False,
+            check_batched_forward_grad=True,
+            fast_mode=sum(x.numel() for x in ins) > FAST_MODE_NUMEL,
+        )
+    except (GradcheckError, RuntimeError) as e:
+        return e
+    return None
