@@ -34,7 +34,7 @@ def sort_with_inverse(x, dim):
 
 # The checks that compare gradients with the reference's: a wrong backward fails them all.
 GRADIENTS = {"autocast", "backward", "checkpoint", "noncontiguous", "gradcheck"}
-TRANSFORMS = {"func_grad", "func_vjp", "jacrev", "vmap_grad"}
+TRANSFORMS = {"func_grad", "func_vjp", "jacrev", "vmap_grad", "vmap_vjp"}
 
 # name: (reference, checks expected to fail, checks expected to warn) in the quick profile.
 VERDICTS = {
@@ -44,21 +44,22 @@ VERDICTS = {
     # backward returns 3x^2 without the incoming gradient
     "NumpyCubeNotComposableAutogradFunction": (
         lambda x: x**3,
-        GRADIENTS | {"gradgradcheck", "func_grad", "func_vjp"},
+        GRADIENTS | {"gradgradcheck", "func_grad", "func_vjp", "vmap_vjp"},
         set(),
     ),
-    # forward returns x unsorted; saving ind_inv beside ind is legal but costly
+    # forward returns x unsorted (its jvp, the sort's, disagrees with finite differences of it); saving ind_inv
+    # beside ind is legal but costly
     "NumpySortAutogradFunction": (
         sort_with_inverse,
-        {"autocast", "checkpoint", "forward", "func_vjp", "gradcheck", "noncontiguous"},
+        {"autocast", "batched_fwd_grad", "checkpoint", "forward", "func_vjp", "gradcheck", "noncontiguous"},
         {"saved_tensors"},
     ),
     "NumpyTakeAutogradFunction": (lambda x, ind, ind_inv, dim: torch.take_along_dim(x, ind, dim), set(), set()),
     "SelectAutogradFunction": (lambda x, idx: x[idx], set(), set()),
-    # backward ignores grad_saved (the second output's incoming gradient)
+    # backward ignores grad_saved (the second output's incoming gradient); so does its Hessian (fwd_over_rev)
     "CubeGenVmapAutogradFunction": (
         lambda x: (x**3, 3 * x**2),
-        GRADIENTS | TRANSFORMS | {"gradgradcheck", "unused_outputs"},
+        GRADIENTS | TRANSFORMS | {"fwd_over_rev", "gradgradcheck", "unused_outputs"},
         set(),
     ),
     "MulGenVmapAutogradFunction": (lambda x, y: x * y, set(), set()),
@@ -68,7 +69,7 @@ VERDICTS = {
     # zero gradients for a clone, and returned for inputs that did not ask
     "ZeroGradientsGenVmapAutogradFunction": (
         lambda x, y: (x.clone(), y.clone()),
-        GRADIENTS | TRANSFORMS | {"jvp", "unused_outputs"},
+        GRADIENTS | TRANSFORMS | {"batched_fwd_grad", "jvp", "unused_outputs"},
         {"input_subsets"},
     ),
     "ForwardHasDefaultArgsAutogradFunction": (lambda x, idx=(2,): x[idx], set(), set()),

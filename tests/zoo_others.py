@@ -23,7 +23,7 @@ from manualnet.crosscheck import Sample
 # The checks that compare fn's gradients with the reference's: a backward that is wrong for every input fails them all
 # (torch.func ones only for Functions torch.func can run; old-style ones make them n/a).
 GRADIENT_CHECKS = {"backward", "noncontiguous", "autocast", "checkpoint"}
-FUNC_CHECKS = {"func_grad", "func_vjp", "jacrev", "vmap_grad"}
+FUNC_CHECKS = {"func_grad", "func_vjp", "jacrev", "vmap_grad", "vmap_vjp"}
 
 
 @dataclass
