@@ -38,6 +38,7 @@ from manualnet.crosscheck.case import (
 )
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
+from manualnet.crosscheck.ddp_check import require_two_processes
 from manualnet.crosscheck.ops import OP_KINDS, as_op, library_functions, op_name
 from manualnet.crosscheck.report import Report, Result
 from manualnet.crosscheck.subject import FunctionUnderTest
@@ -76,8 +77,9 @@ def check_function(
     name: str | None = None,
     strict: bool = False,
 ) -> Report:
-    """Run the checks of `profile` ("full": all of CHECKS; "quick": all but the checks that compile: torch.compile's
-    and opcheck's AOT test), or the named `checks`, of `fn` against `reference` for every dtype and device.
+    """Run the checks of `profile` ("full": all of CHECKS but the opt-in `ddp`; "quick": those but the checks that
+    compile: torch.compile's and opcheck's AOT test), or the named `checks`, of `fn` against `reference` for every
+    dtype and device.
 
     fn, reference: callables, nn.Modules or custom ops (torch.library.custom_op, triton_op, torch.ops.ns.op), e.g.
         MyFn.apply and the same math in plain torch ops; reference=None runs what needs no reference (gradcheck,
@@ -101,6 +103,8 @@ def check_function(
     dtypes = _dtypes(dtypes)
     devices = _devices(devices)
     checks = _checks(checks, profile)
+    if "ddp" in checks:
+        require_two_processes()
     functions = _functions(fn, functions)
     cases = [
         _case(fn, reference, make_inputs, dt, dev, functions, kinks, batch_args, seed)
@@ -268,6 +272,7 @@ def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_arg
         if k not in samples:
             raise ValueError(f"kinks: expected names of samples from make_inputs {list(samples)}, got {k!r}")
     case = Case(fn, reference, samples, dtype, device, functions, frozenset(kinks), tuple(batch_args), seed, False)
+    case.make_inputs = make_inputs
     case.inplace = any(_modifies_inputs(case, s) for s in samples.values())
     case.functions = (*functions, *_library_functions(case))
     for sample_name, s in samples.items():

@@ -116,6 +116,7 @@ class Case:
     seed: int
     inplace: bool  # fn modifies an input (mark_dirty): every call gets fresh copies
     cache: dict = field(default_factory=dict)
+    make_inputs: object = None  # for a second draw of the samples (compile_fresh_inputs)
 
     def call(self, f, inputs: Inputs):
         """f(*args, **kwargs); an nn.Module runs with the sample's parameters (torch.func.functional_call)."""

@@ -39,6 +39,8 @@ from manualnet.crosscheck.compile_checks import (
     check_compile_func_grad,
     check_compile_jvp,
 )
+from manualnet.crosscheck.compile_fresh import check_compile_fresh_inputs
+from manualnet.crosscheck.ddp_check import check_ddp
 from manualnet.crosscheck.expected import (
     compare_grads,
     compare_outputs,
@@ -48,6 +50,7 @@ from manualnet.crosscheck.expected import (
     want_jvp,
     want_outputs,
 )
+from manualnet.crosscheck.incoming_checks import check_incoming_grad_inplace
 from manualnet.crosscheck.needs import Check, no_vmap_rule
 from manualnet.crosscheck.op_checks import (
     check_opcheck_aot_dispatch_dynamic,
@@ -56,6 +59,7 @@ from manualnet.crosscheck.op_checks import (
     check_opcheck_schema,
 )
 from manualnet.crosscheck.saved import saved_for_backward
+from manualnet.crosscheck.transform_checks import check_batched_fwd_grad, check_fwd_over_rev, check_vmap_vjp
 
 FAST_MODE_NUMEL = 30  # gradcheck/gradgradcheck use fast_mode above this many differentiable input elements
 JACOBIAN_NUMEL = 10**6  # jacrev/jacfwd skip samples whose Jacobian has more entries than this
@@ -451,17 +455,22 @@ CHECKS = {
     "unused_outputs": Check(check_unused_outputs),
     "noncontiguous": Check(check_noncontiguous),
     "same_tensor_twice": Check(check_same_tensor_twice, needs=("reference",)),
+    "incoming_grad_inplace": Check(check_incoming_grad_inplace),
     "func_grad": Check(check_func_grad, needs=("func",)),
     "func_vjp": Check(check_func_vjp, needs=("func",)),
     "jacrev": Check(check_jacrev, needs=("func",)),
     "vmap_grad": Check(check_vmap_grad, needs=("func", "vmap_rule", "batch_args")),
+    "vmap_vjp": Check(check_vmap_vjp, needs=("func", "vmap_rule")),
     "jvp": Check(check_jvp, needs=("jvp", "func")),
+    "fwd_over_rev": Check(check_fwd_over_rev, needs=("reference", "jvp", "func")),
+    "batched_fwd_grad": Check(check_batched_fwd_grad, needs=("jvp", "func", "vmap_rule", "float64", "smooth_sample")),
     "checkpoint": Check(check_checkpoint),
     "compile": Check(check_compile),
     "compile_func_grad": Check(check_compile_func_grad, needs=("func",)),
     "compile_jvp": Check(check_compile_jvp, needs=("jvp", "func")),
     "compile_double_backward": Check(check_compile_double_backward),
     "compile_dynamic": Check(check_compile_dynamic, needs=("two_shapes",)),
+    "compile_fresh_inputs": Check(check_compile_fresh_inputs),
     "autocast": Check(check_autocast, needs=("reference",)),
     "saved_tensors": Check(check_saved_tensors),
     "deterministic": Check(check_deterministic, needs=("cpu",)),
@@ -469,7 +478,12 @@ CHECKS = {
     "opcheck_autograd_registration": Check(check_opcheck_autograd_registration, needs=("op",)),
     "opcheck_faketensor": Check(check_opcheck_faketensor, needs=("op",)),
     "opcheck_aot_dispatch_dynamic": Check(check_opcheck_aot_dispatch_dynamic, needs=("op",)),
+    "ddp": Check(check_ddp),
 }
 # quick: all but the checks that compile (seconds each): torch.compile's and opcheck's AOT autograd test.
 COMPILING = [c for c in CHECKS if c.startswith("compile")] + ["opcheck_aot_dispatch_dynamic"]
-PROFILES = {"full": list(CHECKS), "quick": [c for c in CHECKS if c not in COMPILING]}
+OPT_IN = ("ddp",)  # run only when named in checks=
+PROFILES = {
+    "full": [c for c in CHECKS if c not in OPT_IN],
+    "quick": [c for c in CHECKS if c not in OPT_IN and c not in COMPILING],
+}
