@@ -15,6 +15,8 @@ import torch.fx.experimental.validator  # noqa: F401  imported before the first 
 from torch import Tensor, nn
 from torch._dynamo.comptime import comptime
 
+from manualnet.crosscheck.diagnosis import Symptom, subject_of
+
 # The tolerance rule (docs/crosscheck.md): against a float64 truth (the reference in float64, or the hull of its
 # one-sided gradients at a kink), fn's error may be K times the reference's own error in the same dtype, plus FLOOR.
 K = 4.0
@@ -58,12 +60,14 @@ class Inputs:
     kwargs: dict
     state: dict = field(default_factory=dict)
     params: tuple[str, ...] = ()  # the names in state that are parameters (differentiated); the rest are buffers
+    fixed: frozenset = frozenset()  # keys of floating inputs passed but not differentiated (no_grad=)
 
     def keys(self) -> list[tuple]:
-        """The keys of the differentiable inputs (floating tensors), in order."""
+        """The keys of the differentiable inputs (floating tensors not in `fixed`), in order."""
         keys = [("arg", i) for i, a in enumerate(self.args) if is_float(a)]
         keys += [("kwarg", k) for k, v in self.kwargs.items() if is_float(v)]
-        return keys + [("param", n) for n in self.params if is_float(self.state[n])]
+        keys += [("param", n) for n in self.params if is_float(self.state[n])]
+        return [k for k in keys if k not in self.fixed]
 
     def get(self, key: tuple):
         kind, k = key
@@ -93,9 +97,13 @@ class Inputs:
         return [v for v in (*self.args, *self.kwargs.values(), *self.state.values()) if isinstance(v, Tensor)]
 
 
-def key_name(key: tuple) -> str:
+def key_name(key: tuple, names: tuple[str, ...] = ()) -> str:
+    """An input's name in the report: its parameter name (names: fn's or the reference's positional parameters),
+    "input i" for a positional one without a name, "param weight" for a Module's parameter."""
     kind, k = key
-    return {"arg": f"input {k}", "kwarg": f"input {k}=", "param": f"param {k}"}[kind]
+    if kind == "arg":
+        return names[k] if k < len(names) else f"input {k}"
+    return k if kind == "kwarg" else f"param {k}"
 
 
 @dataclass
@@ -113,6 +121,9 @@ class Case:
     seed: int
     inplace: bool  # fn modifies an input (mark_dirty): every call gets fresh copies
     cache: dict = field(default_factory=dict)
+    names: tuple[str, ...] = ()  # the positional inputs' parameter names (the reference's, else fn's)
+    k: float = K  # the tolerance rule's factor and floors, as the caller set them
+    floors: dict = field(default_factory=lambda: dict(FLOOR))
 
     def call(self, f, inputs: Inputs):
         """f(*args, **kwargs); an nn.Module runs with the sample's parameters (torch.func.functional_call)."""
@@ -264,24 +275,44 @@ def rel_error(a: Tensor, lo: Tensor, hi: Tensor) -> tuple[float, float]:
 
 @dataclass
 class Tally:
-    """What one check found: the worst errors (fn's and the reference's own), failures, warnings and notes."""
+    """What one check found: the worst errors (fn's and the reference's own), failures (the notes of the matrix's
+    cell) with their Symptoms (the diagnosis), warnings, notes, and the floors of the rule it applied."""
 
     dtype: torch.dtype
     max_abs: float = 0.0
     max_rel: float = 0.0
     ref_rel: float = 0.0
     measured: bool = False
-    tolerance: str = ""
+    tolerance: str = ""  # set by a check with a tolerance of its own (gradcheck's, bitwise); else the rule applied
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    symptoms: list[Symptom] = field(default_factory=list)
+    names: tuple[str, ...] = ()
+    k: float = K
+    floors: dict = field(default_factory=lambda: dict(FLOOR))
+    applied: dict = field(default_factory=dict)  # {dtype: floor} of every comparison made by the rule
 
     def floor(self, dtype: torch.dtype | None = None) -> float:
-        return FLOOR.get(dtype or self.dtype, FLOOR[torch.float32])
+        return self.floors.get(dtype or self.dtype, self.floors[torch.float32])
+
+    def name(self, key: tuple) -> str:
+        """The input at key by its parameter name (key_name)."""
+        return key_name(key, self.names)
+
+    def rule(self) -> str:
+        """The tolerance as applied: "<= K x ref + floor", with the dtype of each floor that is not the case's."""
+        if self.tolerance:
+            return self.tolerance
+        applied = self.applied or {self.dtype: self.floor()}
+        floors = [
+            f"{f:g}" + ("" if dt == self.dtype else f" ({str(dt).removeprefix('torch.')})") for dt, f in applied.items()
+        ]
+        return f"<= {self.k:g} x ref + {', '.join(floors)}"
 
     def compare(self, what: str, got, want, truth=None, dtype: torch.dtype | None = None) -> bool:
         """Record got against want (same dtype) and the float64 truth (a tensor, or an interval (lo, hi) at a
-        kink; None: want is the truth). Passes when err(got) <= K * err(want) + FLOOR[dtype]."""
+        kink; None: want is the truth). Passes when err(got) <= k * err(want) + floor[dtype]."""
         if got is None and want is None:
             return True
         if not isinstance(want, Tensor) or not isinstance(got, Tensor):
@@ -301,10 +332,12 @@ class Tally:
             max(self.max_rel, err),
             max(self.ref_rel, ref_err),
         )
-        bound = K * ref_err + self.floor(dtype)
+        floor = self.floor(dtype)
+        self.applied[dtype or self.dtype] = floor
+        bound = self.k * ref_err + floor
         if not err <= bound:  # NaN fails too
             ref = f", the reference's own {ref_err:.2e}" if ref_err > 0 else ""
-            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}")
+            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}", Symptom("off", subject_of(what), err))
             return False
         return True
 
@@ -333,8 +366,11 @@ class Tally:
             self.fail(f"{what}: {_short(got)}, the reference's {_short(want)}")
         return same
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, symptom: Symptom | None = None) -> None:
+        """A failure: `message` is the cell's note; `symptom` what the diagnosis groups it by (default: the
+        message itself, less the sample's name)."""
         self.failures.append(message)
+        self.symptoms.append(symptom or Symptom("other", message))
 
 
 def _short(v) -> str:

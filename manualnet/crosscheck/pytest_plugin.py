@@ -3,7 +3,8 @@
     def test_my_fn(crosscheck):
         crosscheck(MyFn.apply, reference, make_inputs)   # options of check_function as keyword arguments
 
-A failing check fails the test with the report's table as the message. `pytest --crosscheck-report PATH` writes the
+A failing check fails the test with Report.assert_ok's message: a first line naming the failed checks and the first
+symptom, then the diagnosis and the table. `pytest --crosscheck-report PATH` writes the
 Markdown matrix of every Function checked in the session to PATH.
 """
 
@@ -34,6 +35,7 @@ def crosscheck(request):
     from manualnet.crosscheck import check_function  # torch is imported only by tests that use the fixture
 
     def run(fn, reference, make_inputs, **options):
+        __tracebackhide__ = True  # the failure points at the user's test, not at this plugin
         report = check_function(fn, reference, make_inputs, **options)
         request.config.stash[REPORTS].append((request.node.nodeid, report))
         report.assert_ok()
