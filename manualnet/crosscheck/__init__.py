@@ -36,7 +36,7 @@ from manualnet.crosscheck.case import (
 )
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
-from manualnet.crosscheck.diagnosis import Symptom, raised
+from manualnet.crosscheck.diagnosis import Symptom, first_line, raised
 from manualnet.crosscheck.report import Report, Result
 
 __all__ = [
@@ -134,10 +134,10 @@ def _run(check: str, case: Case) -> Result:
     except ReferenceFailed as e:
         cause = e.__cause__
         symptom = raised(cause, "reference raises")
-        tally.fail(f"the reference raised {symptom.subject} ({symptom.where})", symptom)
+        tally.fail(f"the reference raised {type(cause).__name__}: {first_line(cause)} (at {symptom.where})", symptom)
     except Exception as e:  # the user's Function (or torch under a transform) raised: that is this check failing
         symptom = raised(e)
-        tally.fail(f"raised {symptom.subject} (at {symptom.where})", symptom)
+        tally.fail(f"raised {type(e).__name__}: {first_line(e)} (at {symptom.where})", symptom)
     seconds = time.perf_counter() - start
     if status is None:
         status = "failed" if tally.failures else "warning" if tally.warnings else "passed"
@@ -185,7 +185,9 @@ def _look_at(case: Case, subject: str) -> str:
     method = "jvp" if subject.startswith("jvp") else "backward" if subject.startswith("d(") else "forward"
     f = inspect.unwrap(getattr(cls, method))
     try:
-        where = f"{os.path.basename(inspect.getsourcefile(f))}:{inspect.getsourcelines(f)[1]}"
+        lines, start = inspect.getsourcelines(f)
+        first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("def ")), 0)  # past decorators
+        where = f"{os.path.basename(inspect.getsourcefile(f))}:{start + first}"
     except (OSError, TypeError):
         return f"look at {cls.__name__}.{method}"
     return f"look at {cls.__name__}.{method} ({where})"

@@ -310,9 +310,10 @@ class Tally:
         ]
         return f"<= {self.k:g} x ref + {', '.join(floors)}"
 
-    def compare(self, what: str, got, want, truth=None, dtype: torch.dtype | None = None) -> bool:
+    def compare(self, what: str, got, want, truth=None, dtype: torch.dtype | None = None, subject: str = "") -> bool:
         """Record got against want (same dtype) and the float64 truth (a tensor, or an interval (lo, hi) at a
-        kink; None: want is the truth). Passes when err(got) <= k * err(want) + floor[dtype]."""
+        kink; None: want is the truth). Passes when err(got) <= k * err(want) + floor[dtype]. subject: what the
+        diagnosis calls the value (default: the "d(x)" or "output k" that `what` names)."""
         if got is None and want is None:
             return True
         if not isinstance(want, Tensor) or not isinstance(got, Tensor):
@@ -337,11 +338,11 @@ class Tally:
         bound = self.k * ref_err + floor
         if not err <= bound:  # NaN fails too
             ref = f", the reference's own {ref_err:.2e}" if ref_err > 0 else ""
-            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}", Symptom("off", subject_of(what), err))
+            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}", Symptom("off", subject or subject_of(what), err))
             return False
         return True
 
-    def compare_grad(self, what: str, got, want, truth=None) -> bool:
+    def compare_grad(self, what: str, got, want, truth=None, subject: str = "") -> bool:
         """A gradient: None on fn's side where the reference has one is a failure; None on the reference's side
         counts as zeros."""
         if got is None and want is not None:
@@ -350,7 +351,7 @@ class Tally:
         if want is None and got is not None:
             want = torch.zeros_like(got)
             truth = None if truth is None else torch.zeros_like(got, dtype=torch.float64)
-        return self.compare(what, got, want, truth)
+        return self.compare(what, got, want, truth, subject=subject)
 
     def equal(self, what: str, got, want) -> bool:
         """Integer and bool tensors and non-tensor values: exactly equal."""

@@ -227,8 +227,10 @@ def check_same_tensor_twice(case: Case, t: Tally) -> None:
             return grads(case, f, inputs, wrt=[i], ins=ins.put({j: ins.get(i)}))[i]
 
         truth = twice(case.reference, to_float64(s)) if case.dtype != torch.float64 else None
-        what = f"{name}: {t.name(i)} passed as {t.name(i)} and {t.name(j)}"
-        t.compare_grad(what, twice(case.fn, s), twice(case.reference, s), truth)
+        what = f"{t.name(i)} passed as {t.name(i)} and {t.name(j)}"
+        t.compare_grad(
+            f"{name}: {what}", twice(case.fn, s), twice(case.reference, s), truth, subject=f"d({t.name(i)}) with {what}"
+        )
         return
     raise NotApplicable("no two floating inputs of the same shape")
 

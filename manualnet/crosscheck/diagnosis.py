@@ -91,9 +91,10 @@ def first_line(e: BaseException) -> str:
 
 
 def raised(e: BaseException, kind: str = "raises") -> Symptom:
-    """The Symptom of an exception: its type and first line, the user's frame, and a hint from HINTS."""
+    """The Symptom of an exception: its type and first sentence, the user's frame, and a hint from HINTS."""
     message = first_line(e)
-    return Symptom(kind, f"{type(e).__name__}: {message}", where=user_frame(e), hint=hint_for(message))
+    sentence = message.split(". ")[0].rstrip(".")
+    return Symptom(kind, f"{type(e).__name__}: {sentence}", where=user_frame(e), hint=hint_for(message))
 
 
 def _listed(items: list[str]) -> str:
