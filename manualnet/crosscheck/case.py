@@ -346,7 +346,9 @@ class Tally:
         """A gradient: None on fn's side where the reference has one is a failure; None on the reference's side
         counts as zeros."""
         if got is None and want is not None:
-            self.fail(f"{what}: no gradient (None), the reference has one")
+            self.fail(
+                f"{what}: no gradient (None), the reference has one", Symptom("none", subject or subject_of(what))
+            )
             return False
         if want is None and got is not None:
             want = torch.zeros_like(got)

@@ -106,7 +106,7 @@ def _finite_differences(case: Case, t: Tally, check) -> None:
             raise error  # fn raised: a failure whatever the reference does
         if case.reference is not None and isinstance(_run_gradcheck(case, case.reference, s, check), GradcheckError):
             raise NotApplicable("custom gradient: the reference is not the derivative of its forward either")
-        t.fail(f"{name}: {_message(error)}", _symptom(t, check, error, s.keys()))
+        t.fail(f"{name}: {_named(t, _message(error), s.keys())}", _symptom(t, check, error, s.keys()))
     if not checked:
         raise NotApplicable("every sample is empty")
 
@@ -135,6 +135,16 @@ def _run_gradcheck(case: Case, f, s: Inputs, check) -> Exception | None:
     except (GradcheckError, RuntimeError) as e:
         return e
     return None
+
+
+def _named(t: Tally, text: str, keys: list) -> str:
+    """gradcheck's first "input i" (numbered among the differentiable inputs) with the input's name: "input 2 (b)"."""
+
+    def named(m: re.Match) -> str:
+        i = int(m[1])
+        return f"{m[0]} ({t.name(keys[i])})" if i < len(keys) else m[0]
+
+    return re.sub(r"input (\d+)", named, text, count=1)
 
 
 def _symptom(t: Tally, check, e: GradcheckError, keys: list) -> Symptom:

@@ -46,8 +46,9 @@ HINTS = (
 class Symptom:
     """One thing found wrong (or warned about) by one check in one dtype.
 
-    kind: "off" (a value off the float64 truth by `rel`), "raises" (fn raised; `subject` is the exception),
-    "reference raises", "other" (a shape, a None gradient, a count, gradcheck's verdict) or "warning".
+    kind: "off" (a value off the float64 truth by `rel`), "none" (no gradient where the reference has one),
+    "raises" (fn raised; `subject` is the exception), "reference raises", "other" (a shape, a count, gradcheck's
+    verdict) or "warning".
     subject: what is wrong, e.g. "d(b)", "output 0", "RuntimeError: view size is not compatible ...".
     where: for an exception, the user's file:line, function and source line.
     hint: what to change or where to look, when one is clear.
@@ -114,6 +115,10 @@ def _line(kind: str, subject: str, where: str, seen: dict) -> str:
     if kind == "off":
         off = f"{_rel(seen['rels'])} relative off the reference" if seen["rels"] else "off finite differences"
         return f"{subject}: {off} in {places}, in {checks}{hints}"
+    if kind == "none":
+        name = subject.removeprefix("d(").removesuffix(")")
+        hints += f"; pass no_grad=[{name!r}] if it gets no gradient on purpose" if subject.startswith("d(") else ""
+        return f"{subject}: no gradient (None), the reference has one; in {places}, in {checks}{hints}"
     what = {"raises": "raises ", "reference raises": "the reference raises ", "warning": "warning: "}.get(kind, "")
     at = f" at {where}" if where else ""
     return f"{what}{subject}{at}; in {places}, in {checks}{hints}"
@@ -140,6 +145,9 @@ def diagnose(results, most: int = 8) -> list[str]:
                         seen[part].append(value)
                 if s.rel is not None:
                     seen["rels"].append(s.rel)
+    order = list(dict.fromkeys(r.dtype if len(devices) == 1 else f"{r.dtype} on {r.device}" for r in results))
+    for seen in groups.values():
+        seen["columns"].sort(key=order.index)
     lines = [_line(*key, seen) for key, seen in groups.items()]
     if len(lines) > most:
         lines = lines[:most] + [f"... and {len(lines) - most} more symptoms: see the notes in the table"]
