@@ -135,6 +135,31 @@ def test_an_exception_points_at_the_users_line_with_its_source_and_a_hint_not_at
     assert at in report.failed()[0].note and "torch/" not in report.failed()[0].note
 
 
+class SplitsWrongly(torch.autograd.Function):
+    """y = 2x; backward splits the gradient into sizes that do not add up, an error raised inside torch's Python."""
+
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        head, tail = g.split([1, 100])
+        return 2 * torch.cat([head, tail])
+
+
+def test_an_exception_raised_in_torchs_own_frames_points_at_the_users_call_into_torch():
+    report = check_function(SplitsWrongly.apply, lambda x: 2 * x, make_x, checks=["backward"], dtypes=[torch.float32])
+    (r,) = report.results
+    at = f"at test_harness_report.py:{line_of(SplitsWrongly, 'g.split(')} in backward: `head, tail = g.split([1, 100])`"
+    assert r.status == "failed" and at in r.note, r.note
+    assert at in report.diagnosis()[0]
+
+
 def test_a_backward_that_raises_fails_gradcheck_even_where_the_references_own_gradcheck_fails():
     class RaisesSTE(torch.autograd.Function):
         @staticmethod
