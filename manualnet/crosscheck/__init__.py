@@ -1,7 +1,7 @@
 """Cross-check a custom torch.autograd.Function against a reference written in plain torch ops.
 
     report = check_function(MyFn.apply, reference, make_inputs)   # every check, float32 and float64, on the CPU
-    report.assert_ok()                                            # AssertionError whose message is the table
+    report.assert_ok()                                            # AssertionError: summary, diagnosis, table
     print(report.markdown())
 
 `make_inputs(dtype, device, generator)` returns one sample or a dict {sample name: sample}. A sample is a tuple of
@@ -9,7 +9,8 @@ positional arguments or a `Sample(*args, **kwargs)`; floating tensors are the di
 sets requires_grad itself), everything else (integer tensors, ints, floats, None, tuples, strings, dtypes) is passed
 as it is. `fn` and `reference` may be nn.Modules: their parameters are differentiated like inputs and compared by
 name, and the reference runs with fn's parameter values. The checks are listed in CHECKS and described with their
-tolerances in docs/crosscheck.md.
+tolerances in docs/crosscheck.md. The Report opens with its diagnosis (Report.diagnosis): each distinct symptom once,
+inputs by their parameter names, exceptions at the user's file and line.
 """
 
 import inspect
@@ -49,6 +50,7 @@ __all__ = [
     "Report",
     "Result",
     "Sample",
+    "Symptom",
     "check_function",
     "compare",
     "compare_all",
@@ -103,10 +105,7 @@ def check_function(
     devices = _devices(devices)
     checks = _checks(checks, profile)
     functions = _functions(fn, functions)
-    rule = {"k": _positive("k", k), "floors": _floors(floors), "names": _input_names(fn, reference)}
-    no_grad = _no_grad(no_grad)
-    if not isinstance(raise_exception, bool):
-        raise TypeError(f"raise_exception: expected True or False, got {_type(raise_exception)} {raise_exception!r}")
+    rule, no_grad = _options(fn, reference, k, floors, no_grad, raise_exception)
     cases = [
         replace(_case(fn, reference, make_inputs, dt, dev, functions, kinks, batch_args, seed, no_grad, rule), **rule)
         for dev in devices
@@ -216,6 +215,14 @@ def _same_parameters(fn, reference) -> None:
     ref_names = sorted(n for n, _ in reference.named_parameters()) if isinstance(reference, nn.Module) else None
     if ref_names is not None and ref_names != names:
         raise ValueError(f"reference: expected a module with fn's parameter names {names}, got {ref_names}")
+
+
+def _options(fn, reference, k, floors, no_grad, raise_exception) -> tuple[dict, tuple]:
+    """({"k", "floors", "names"} for every Case, no_grad as a tuple), the options checked."""
+    if not isinstance(raise_exception, bool):
+        raise TypeError(f"raise_exception: expected True or False, got {_type(raise_exception)} {raise_exception!r}")
+    rule = {"k": _positive("k", k), "floors": _floors(floors), "names": _input_names(fn, reference)}
+    return rule, _no_grad(no_grad)
 
 
 def _positive(arg: str, value) -> float:
