@@ -154,7 +154,7 @@ def _symptom(t: Tally, check, e: GradcheckError, keys: list) -> Symptom:
     match = re.match(r"Jacobian mismatch for output \d+ with respect to input (\d+)", line)
     if check is torch.autograd.gradcheck and match and int(match[1]) < len(keys):
         return Symptom("off", f"d({t.name(keys[int(match[1])])})")
-    return Symptom("other", f"{check.__name__}: {line}")
+    return Symptom("other", f"{check.__name__}: {_named(t, line, keys)}")
 
 
 def _message(e: Exception) -> str:

@@ -72,12 +72,19 @@ def subject_of(what: str) -> str:
 
 def user_frame(e: BaseException) -> str:
     """'file.py:54 in backward: `source line`' for the innermost frame of e's traceback outside torch, the
-    harness and the standard library; the innermost frame when there is none."""
+    harness and the standard library; "torch's file.py:798 (no frame of yours)" when there is none."""
     frames = traceback.extract_tb(e.__traceback__)
     if not frames:
         return ""
     mine = [f for f in frames if not os.path.realpath(f.filename).startswith(_NOT_USER)]
-    f = (mine or frames)[-1]
+    if not mine:
+        f = frames[-1]
+        path = os.path.realpath(f.filename)
+        owner = next(
+            o for d, o in zip(_NOT_USER, ("torch's", "the harness's", "Python's"), strict=True) if path.startswith(d)
+        )
+        return f"{owner} {os.path.basename(f.filename)}:{f.lineno} (no frame of yours)"
+    f = mine[-1]
     line = f" `{f.line.strip()}`" if f.line else ""
     return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}{':' if line else ''}{line}"
 
@@ -137,8 +144,11 @@ def diagnose(results, most: int = 8) -> list[str]:
             for s in r.symptoms:
                 if (s.kind == "warning") != (status == "warning"):
                     continue
+                # An exception's numbers and tensor types differ by dtype (version counters, FloatTensor)
+                same = re.sub(r"torch\.\w+Tensor|\d+", "#", s.subject) if "raises" in s.kind else s.subject
                 seen = groups.setdefault(
-                    (s.kind, s.subject, s.where), {"columns": [], "checks": [], "rels": [], "hints": []}
+                    (s.kind, same, s.where),
+                    {"subject": s.subject, "columns": [], "checks": [], "rels": [], "hints": []},
                 )
                 for part, value in (("columns", column), ("checks", r.check), ("hints", s.hint)):
                     if value and value not in seen[part]:
@@ -148,7 +158,7 @@ def diagnose(results, most: int = 8) -> list[str]:
     order = list(dict.fromkeys(r.dtype if len(devices) == 1 else f"{r.dtype} on {r.device}" for r in results))
     for seen in groups.values():
         seen["columns"].sort(key=order.index)
-    lines = [_line(*key, seen) for key, seen in groups.items()]
+    lines = [_line(kind, seen["subject"], where, seen) for (kind, _, where), seen in groups.items()]
     if len(lines) > most:
         lines = lines[:most] + [f"... and {len(lines) - most} more symptoms: see the notes in the table"]
     return lines
