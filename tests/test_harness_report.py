@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from manualnet.crosscheck import FLOOR, Sample, check_function
+from manualnet.crosscheck import FLOOR, Result, Sample, Symptom, check_function
+from manualnet.crosscheck.diagnosis import diagnose
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md"
 
@@ -180,6 +181,30 @@ def test_a_backward_that_raises_fails_gradcheck_even_where_the_references_own_gr
     assert r.status == "failed" and "raised RuntimeError: not implemented yet" in r.note, r
     right = check_function(lambda x: x + (x.round() - x).detach(), straight_through, make_x, checks=["gradcheck"])
     assert right.status("gradcheck", "float64") == {"n/a"}  # the custom gradient itself is not a failure
+
+
+def test_exceptions_that_differ_only_in_numbers_and_tensor_types_are_one_symptom_listing_both_dtypes():
+    def result(dtype, tensor, version):
+        message = f"RuntimeError: modified by an inplace operation: [torch.{tensor} [6, 5]] is at version {version}"
+        return Result(
+            "checkpoint",
+            dtype,
+            "cpu",
+            "failed",
+            None,
+            None,
+            None,
+            "",
+            0.0,
+            "",
+            (Symptom("raises", message, where="mylib.py:9 in backward"),),
+        )
+
+    lines = diagnose([result("float32", "FloatTensor", 1), result("float64", "DoubleTensor", 122)])
+    assert lines == [
+        "raises RuntimeError: modified by an inplace operation: [torch.FloatTensor [6, 5]] is at version 1 at "
+        "mylib.py:9 in backward; in float32 and float64, in checkpoint"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------- names
