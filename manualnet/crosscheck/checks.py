@@ -293,7 +293,7 @@ def _jacobians(case: Case, name: str, s: Inputs, transform) -> tuple[list, list]
 
 def _blocks(t: Tally, keys: list, n: int) -> list[str]:
     """The labels of n Jacobian blocks, output-major as tree_leaves lists them: "of output o d(name)"."""
-    if n % len(keys):
+    if not keys or n % len(keys):
         return [f"block {k}" for k in range(n)]
     return [f"of output {k // len(keys)} d({t.name(keys[k % len(keys)])})" for k in range(n)]
 
