@@ -102,7 +102,7 @@ def test_gradient_report_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw
     report = load_script("gradient_report")
     assert report.main(TINY) == 1
     out = capsys.readouterr().out
-    assert "| backward | float64 | cpu | **FAILED** |" in out and "d(input 1): rel err" in out  # input 1 is w1
+    assert "| backward | float64 | cpu | **FAILED** |" in out and "d(w1): rel err" in out  # by its parameter name
     # bf16 autocast tolerates 1.6e-2 in float32: a 1e-3 error is below what bf16 can resolve.
     failed = "float32 backward; cpu float32 noncontiguous; cpu float64 autocast; cpu float64 backward; cpu float64 "
     assert f"result: FAIL (cpu {failed}noncontiguous)" in out

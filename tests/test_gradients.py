@@ -154,7 +154,7 @@ def test_reference_checks_flag_a_dw1_off_by_a_tenth_of_a_percent_that_gradcheck_
     report = net_crosscheck.NET.check(checks=["backward", "gradcheck", "noncontiguous"])
     # gradcheck compares with finite differences at rtol 1e-3: a 1e-3 error is within it. The reference is exact.
     assert {r.check for r in report.failed()} == {"backward", "noncontiguous"}
-    assert "d(input 1)" in report.failed()[0].note  # w1 is input 1
+    assert "d(w1)" in report.failed()[0].note  # by the reference's parameter name
 
 
 # ------------------------------------------------------------------------------ float32 against the autograd reference

@@ -433,12 +433,13 @@ def test_probe_restores_the_function_backward_even_when_a_check_fails():
     assert RaisesInBackward.__dict__["backward"] is before
 
 
-def test_assert_ok_fails_with_the_markdown_table_and_ok_reports_pass():
+def test_assert_ok_fails_with_the_summary_line_then_the_markdown_table_and_ok_reports_pass():
     bad = check_function(GradsInWrongOrder.apply, lambda a, b: 2 * a + 3 * b, make_a_b, checks=["backward"])
     with pytest.raises(AssertionError) as info:
         bad.assert_ok()
     assert "| backward | float32 | cpu | **FAILED** |" in str(info.value)
-    assert str(info.value).strip() == bad.markdown()
+    assert str(info.value) == bad.summary() + "\n\n" + bad.markdown()
+    assert bad.summary().startswith("GradsInWrongOrder.apply: FAILED: backward: d(a): 5.0e-01 relative off")
     good = check_function(OldStyleCube.apply, lambda x: x**3, make_x, checks=["backward"])
     good.assert_ok()
     assert good.markdown().splitlines()[0] == "### OldStyleCube.apply: ok"

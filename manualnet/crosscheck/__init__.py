@@ -1,7 +1,7 @@
 """Cross-check a custom torch.autograd.Function or custom op against a reference written in plain torch ops.
 
     report = check_function(MyFn.apply, reference, make_inputs)   # every check, float32 and float64, on the CPU
-    report.assert_ok()                                            # AssertionError whose message is the table
+    report.assert_ok()                                            # AssertionError: summary, diagnosis, table
     print(report.markdown())
 
     my_fn = FunctionUnderTest(MyFn.apply, reference, make_inputs, {"kinks": ["at 0"]})  # its options, named once
@@ -13,12 +13,15 @@ sets requires_grad itself), everything else (integer tensors, ints, floats, None
 as it is. `fn` and `reference` may be nn.Modules: their parameters are differentiated like inputs and compared by
 name, and the reference runs with fn's parameter values. `fn` may be a custom op (`torch.library.custom_op`,
 `triton_op`, `torch.ops.ns.op`): opcheck's tests run on it too. The checks are listed in CHECKS and described with
-their tolerances in docs/crosscheck.md.
+their tolerances in docs/crosscheck.md. The Report opens with its diagnosis (Report.diagnosis): each distinct symptom
+once, inputs by their parameter names, exceptions at the user's file and line.
 """
 
+import inspect
+import math
+import os
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import torch
@@ -39,6 +42,7 @@ from manualnet.crosscheck.case import (
 from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 from manualnet.crosscheck.ddp_check import require_two_processes
+from manualnet.crosscheck.diagnosis import Symptom, first_line, raised
 from manualnet.crosscheck.ops import OP_KINDS, as_op, library_functions, op_name
 from manualnet.crosscheck.report import Report, Result
 from manualnet.crosscheck.subject import FunctionUnderTest
@@ -54,6 +58,7 @@ __all__ = [
     "Report",
     "Result",
     "Sample",
+    "Symptom",
     "check_function",
     "compare",
     "compare_all",
@@ -76,6 +81,10 @@ def check_function(
     seed: int = 0,
     name: str | None = None,
     strict: bool = False,
+    no_grad: Sequence[str | int] = (),
+    k: float = K,
+    floors: Mapping[torch.dtype, float] | None = None,
+    raise_exception: bool = False,
 ) -> Report:
     """Run the checks of `profile` ("full": all of CHECKS but the opt-in `ddp`; "quick": those but the checks that
     compile: torch.compile's and opcheck's AOT test), or the named `checks`, of `fn` against `reference` for every
@@ -92,6 +101,11 @@ def check_function(
         there, and finite differences skip them.
     batch_args: positions of the inputs whose dim 0 is the sample dimension, for vmap_grad's per-sample gradients.
     strict: warnings count as failures in Report.ok.
+    no_grad: inputs that get no gradient on purpose (a loss's target, a clamp's bounds, a quantizer's scale), by
+        parameter name or position: passed as they are, never differentiated; every check runs on the others.
+    k, floors: the tolerance rule, err(fn) <= k * err(reference) + floors[dtype]; floors, e.g.
+        {torch.float32: 1e-4}, replaces FLOOR's entries for the dtypes it names.
+    raise_exception: raise AssertionError (Report.assert_ok) when a check fails, as gradcheck does.
     Raises TypeError/ValueError naming the argument before any check runs.
     """
     _callable("fn", fn)
@@ -106,13 +120,16 @@ def check_function(
     if "ddp" in checks:
         require_two_processes()
     functions = _functions(fn, functions)
+    rule, no_grad = _options(fn, reference, k, floors, no_grad, raise_exception)
     cases = [
-        _case(fn, reference, make_inputs, dt, dev, functions, kinks, batch_args, seed)
+        replace(_case(fn, reference, make_inputs, dt, dev, functions, kinks, batch_args, seed, no_grad, rule), **rule)
         for dev in devices
         for dt in dtypes
     ]
-    results = tuple(_run(check, case) for check in checks for case in cases)
-    return Report(name or _name(fn), results, strict)
+    report = Report(name or _name(fn), tuple(_run(check, case) for check in checks for case in cases), strict)
+    if raise_exception:
+        report.assert_ok()
+    return report
 
 
 def _run(check: str, case: Case) -> Result:
@@ -120,7 +137,7 @@ def _run(check: str, case: Case) -> Result:
     inside the reference is the reference failing."""
     # Each check gets its own copies of the samples: a Function that modifies its inputs spoils no other check.
     case = replace(case, samples={n: s.map(lambda t: t.clone()) for n, s in case.samples.items()})
-    tally = Tally(case.dtype, tolerance=f"<= {K:g} x ref + {FLOOR.get(case.dtype, FLOOR[torch.float32]):g}")
+    tally = Tally(case.dtype, names=case.names, k=case.k, floors=case.floors)
     start = time.perf_counter()
     status = None
     try:
@@ -130,9 +147,11 @@ def _run(check: str, case: Case) -> Result:
         tally.notes.insert(0, str(e))
     except ReferenceFailed as e:
         cause = e.__cause__
-        tally.fail(f"the reference raised {type(cause).__name__}: {_first_line(cause)} ({_where(cause)})")
+        symptom = raised(cause, "reference raises")
+        tally.fail(f"the reference raised {type(cause).__name__}: {first_line(cause)} (at {symptom.where})", symptom)
     except Exception as e:  # the user's Function (or torch under a transform) raised: that is this check failing
-        tally.fail(f"raised {type(e).__name__}: {_first_line(e)} ({_where(e)})")
+        symptom = raised(e)
+        tally.fail(f"raised {type(e).__name__}: {first_line(e)} (at {symptom.where})", symptom)
     seconds = time.perf_counter() - start
     if status is None:
         status = "failed" if tally.failures else "warning" if tally.warnings else "passed"
@@ -146,20 +165,46 @@ def _run(check: str, case: Case) -> Result:
         tally.max_abs if measured else None,
         tally.max_rel if measured else None,
         tally.ref_rel if measured and case.reference is not None else None,
-        tally.tolerance,
+        tally.rule(),
         seconds,
         note,
+        _symptoms(case, tally) if status in ("failed", "warning") else (),
     )
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else ""
+def _symptoms(case: Case, tally: Tally) -> tuple[Symptom, ...]:
+    """The tally's symptoms and warnings without the samples' names (so that equal ones group), each value off the
+    truth with the Function's method to look at."""
+    names = sorted(case.samples, key=len, reverse=True)
+
+    def bare(text: str) -> str:
+        for n in names:
+            if text.startswith(n) and text[len(n) : len(n) + 1] in (" ", ":"):
+                return text[len(n) :].lstrip(" :")
+        return text
+
+    out = []
+    for s in tally.symptoms:
+        hint = s.hint or (_look_at(case, s.subject) if s.kind == "off" else "")
+        out.append(replace(s, subject=bare(s.subject), hint=hint))
+    return tuple(out + [Symptom("warning", bare(w)) for w in tally.warnings])
 
 
-def _where(e: BaseException) -> str:
-    frames = traceback.extract_tb(e.__traceback__)
-    return "at " + " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(frames[-3:])) if frames else ""
+def _look_at(case: Case, subject: str) -> str:
+    """'look at Cls.backward (file.py:12)' for a gradient off the truth, forward for an output, jvp for a tangent,
+    when fn is one known Function."""
+    if len(case.functions) != 1:
+        return ""
+    cls = case.functions[0]
+    method = "jvp" if subject.startswith("jvp") else "backward" if subject.startswith("d(") else "forward"
+    f = inspect.unwrap(getattr(cls, method))
+    try:
+        lines, start = inspect.getsourcelines(f)
+        first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("def ")), 0)  # past decorators
+        where = f"{os.path.basename(inspect.getsourcefile(f))}:{start + first}"
+    except (OSError, TypeError):
+        return f"look at {cls.__name__}.{method}"
+    return f"look at {cls.__name__}.{method} ({where})"
 
 
 def _type(value) -> str:
@@ -196,6 +241,94 @@ def _same_parameters(fn, reference) -> None:
     ref_names = sorted(n for n, _ in reference.named_parameters()) if isinstance(reference, nn.Module) else None
     if ref_names is not None and ref_names != names:
         raise ValueError(f"reference: expected a module with fn's parameter names {names}, got {ref_names}")
+
+
+def _options(fn, reference, k, floors, no_grad, raise_exception) -> tuple[dict, tuple]:
+    """({"k", "floors", "names"} for every Case, no_grad as a tuple), the options checked."""
+    if not isinstance(raise_exception, bool):
+        raise TypeError(f"raise_exception: expected True or False, got {_type(raise_exception)} {raise_exception!r}")
+    rule = {"k": _positive("k", k), "floors": _floors(floors), "names": _input_names(fn, reference)}
+    return rule, _no_grad(no_grad)
+
+
+def _positive(arg: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{arg}: expected a positive number, got {_type(value)} {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{arg}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _floors(floors) -> dict:
+    """FLOOR with the caller's entries in place of its own."""
+    if floors is None:
+        return dict(FLOOR)
+    if not isinstance(floors, Mapping):
+        raise TypeError(f"floors: expected a dict {{torch dtype: positive number}}, got {_type(floors)} {floors!r}")
+    for dt, value in floors.items():
+        if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+            raise TypeError(f"floors: expected floating torch dtypes as keys (e.g. torch.float32), got {dt!r}")
+        _positive(f"floors[{dt}]", value)
+    return FLOOR | {dt: float(v) for dt, v in floors.items()}
+
+
+def _no_grad(no_grad) -> tuple:
+    no_grad = (no_grad,) if isinstance(no_grad, str | int) else tuple(no_grad)
+    for x in no_grad:
+        if isinstance(x, bool) or not isinstance(x, str | int):
+            raise TypeError(f"no_grad: expected input names or positions, got {_type(x)} {x!r}")
+    return no_grad
+
+
+def _input_names(fn, reference) -> tuple[str, ...]:
+    """The names of the positional parameters of the reference, else of fn (a Function's forward, less ctx)."""
+    for f in (reference, fn):
+        names = _positional_names(f)
+        if names:
+            return names
+    return ()
+
+
+def _positional_names(f) -> tuple[str, ...]:
+    if f is None:
+        return ()
+    owner = getattr(f, "__self__", None)
+    skip = 0
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        f, skip = owner.forward, int(owner.setup_context is torch.autograd.Function.setup_context)  # ctx
+    try:
+        params = list(inspect.signature(f).parameters.values())[skip:]
+    except (TypeError, ValueError):  # a builtin without a signature
+        return ()
+    names = []
+    for p in params:
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(p.name)
+    return tuple(names)
+
+
+def _fixed(no_grad: tuple, names: tuple, inputs: Inputs, where: str) -> frozenset:
+    """The keys of the inputs named in no_grad, in one sample."""
+    keys = set()
+    for x in no_grad:
+        if isinstance(x, int):
+            if not 0 <= x < len(inputs.args):
+                raise ValueError(
+                    f"no_grad: expected positions of inputs of {where} (0 to {len(inputs.args) - 1}), got {x}"
+                )
+            keys.add(("arg", x))
+        elif x in inputs.kwargs:
+            keys.add(("kwarg", x))
+        elif x in names:
+            if names.index(x) < len(inputs.args):
+                keys.add(("arg", names.index(x)))
+        elif x in inputs.params:
+            keys.add(("param", x))
+        else:
+            known = list(dict.fromkeys((*names, *inputs.kwargs, *inputs.params)))
+            raise ValueError(f"no_grad: expected names of fn's inputs {known} or positions, got {x!r}")
+    return frozenset(keys)
 
 
 def _dtypes(dtypes) -> tuple[torch.dtype, ...]:
@@ -251,7 +384,7 @@ def _functions(fn, functions) -> tuple[type, ...]:
     return functions
 
 
-def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_args, seed) -> Case:
+def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_args, seed, no_grad, rule) -> Case:
     """Draw the samples for one (dtype, device) and check them, and the outputs, before any check runs."""
     generator = torch.Generator(device=device).manual_seed(seed)
     got = make_inputs(dtype, device, generator)
@@ -266,6 +399,7 @@ def _case(fn, reference, make_inputs, dtype, device, functions, kinks, batch_arg
             inputs = Inputs(s, {}, state, params)
         else:
             raise TypeError(f"{where}: expected a tuple, a Sample or a dict of them, got {_type(s)} {s!r:.200}")
+        inputs = replace(inputs, fixed=_fixed(no_grad, rule["names"], inputs, where))
         _check_sample(inputs, where, dtype, device, batch_args)
         samples[sample_name] = inputs
     for k in kinks:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch._dynamo.comptime import comptime
 from torch._ops import OpOverload, OpOverloadPacket
 
+from manualnet.crosscheck.diagnosis import Symptom, subject_of
 from manualnet.crosscheck.ops import FUNC_LIMIT, function_name, library_op, schema_name
 
 # The tolerance rule (docs/crosscheck.md): against a float64 truth (the reference in float64, or the hull of its
@@ -61,12 +62,14 @@ class Inputs:
     kwargs: dict
     state: dict = field(default_factory=dict)
     params: tuple[str, ...] = ()  # the names in state that are parameters (differentiated); the rest are buffers
+    fixed: frozenset = frozenset()  # keys of floating inputs passed but not differentiated (no_grad=)
 
     def keys(self) -> list[tuple]:
-        """The keys of the differentiable inputs (floating tensors), in order."""
+        """The keys of the differentiable inputs (floating tensors not in `fixed`), in order."""
         keys = [("arg", i) for i, a in enumerate(self.args) if is_float(a)]
         keys += [("kwarg", k) for k, v in self.kwargs.items() if is_float(v)]
-        return keys + [("param", n) for n in self.params if is_float(self.state[n])]
+        keys += [("param", n) for n in self.params if is_float(self.state[n])]
+        return [k for k in keys if k not in self.fixed]
 
     def get(self, key: tuple):
         kind, k = key
@@ -96,9 +99,13 @@ class Inputs:
         return [v for v in (*self.args, *self.kwargs.values(), *self.state.values()) if isinstance(v, Tensor)]
 
 
-def key_name(key: tuple) -> str:
+def key_name(key: tuple, names: tuple[str, ...] = ()) -> str:
+    """An input's name in the report: its parameter name (names: fn's or the reference's positional parameters),
+    "input i" for a positional one without a name, "param weight" for a Module's parameter."""
     kind, k = key
-    return {"arg": f"input {k}", "kwarg": f"input {k}=", "param": f"param {k}"}[kind]
+    if kind == "arg":
+        return names[k] if k < len(names) else f"input {k}"
+    return k if kind == "kwarg" else f"param {k}"
 
 
 @dataclass
@@ -117,6 +124,9 @@ class Case:
     inplace: bool  # fn modifies an input (mark_dirty): every call gets fresh copies
     cache: dict = field(default_factory=dict)
     make_inputs: object = None  # for a second draw of the samples (compile_fresh_inputs)
+    names: tuple[str, ...] = ()  # the positional inputs' parameter names (the reference's, else fn's)
+    k: float = K  # the tolerance rule's factor and floors, as the caller set them
+    floors: dict = field(default_factory=lambda: dict(FLOOR))
 
     def call(self, f, inputs: Inputs):
         """f(*args, **kwargs); an nn.Module runs with the sample's parameters (torch.func.functional_call)."""
@@ -268,24 +278,45 @@ def rel_error(a: Tensor, lo: Tensor, hi: Tensor) -> tuple[float, float]:
 
 @dataclass
 class Tally:
-    """What one check found: the worst errors (fn's and the reference's own), failures, warnings and notes."""
+    """What one check found: the worst errors (fn's and the reference's own), failures (the notes of the matrix's
+    cell) with their Symptoms (the diagnosis), warnings, notes, and the floors of the rule it applied."""
 
     dtype: torch.dtype
     max_abs: float = 0.0
     max_rel: float = 0.0
     ref_rel: float = 0.0
     measured: bool = False
-    tolerance: str = ""
+    tolerance: str = ""  # set by a check with a tolerance of its own (gradcheck's, bitwise); else the rule applied
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    symptoms: list[Symptom] = field(default_factory=list)
+    names: tuple[str, ...] = ()
+    k: float = K
+    floors: dict = field(default_factory=lambda: dict(FLOOR))
+    applied: dict = field(default_factory=dict)  # {dtype: floor} of every comparison made by the rule
 
     def floor(self, dtype: torch.dtype | None = None) -> float:
-        return FLOOR.get(dtype or self.dtype, FLOOR[torch.float32])
+        return self.floors.get(dtype or self.dtype, self.floors[torch.float32])
 
-    def compare(self, what: str, got, want, truth=None, dtype: torch.dtype | None = None) -> bool:
+    def name(self, key: tuple) -> str:
+        """The input at key by its parameter name (key_name)."""
+        return key_name(key, self.names)
+
+    def rule(self) -> str:
+        """The tolerance as applied: "<= K x ref + floor", with the dtype of each floor that is not the case's."""
+        if self.tolerance:
+            return self.tolerance
+        applied = self.applied or {self.dtype: self.floor()}
+        floors = [
+            f"{f:g}" + ("" if dt == self.dtype else f" ({str(dt).removeprefix('torch.')})") for dt, f in applied.items()
+        ]
+        return f"<= {self.k:g} x ref + {', '.join(floors)}"
+
+    def compare(self, what: str, got, want, truth=None, dtype: torch.dtype | None = None, subject: str = "") -> bool:
         """Record got against want (same dtype) and the float64 truth (a tensor, or an interval (lo, hi) at a
-        kink; None: want is the truth). Passes when err(got) <= K * err(want) + FLOOR[dtype]."""
+        kink; None: want is the truth). Passes when err(got) <= k * err(want) + floor[dtype]. subject: what the
+        diagnosis calls the value (default: the "d(x)" or "output k" that `what` names)."""
         if got is None and want is None:
             return True
         if not isinstance(want, Tensor) or not isinstance(got, Tensor):
@@ -305,23 +336,27 @@ class Tally:
             max(self.max_rel, err),
             max(self.ref_rel, ref_err),
         )
-        bound = K * ref_err + self.floor(dtype)
+        floor = self.floor(dtype)
+        self.applied[dtype or self.dtype] = floor
+        bound = self.k * ref_err + floor
         if not err <= bound:  # NaN fails too
             ref = f", the reference's own {ref_err:.2e}" if ref_err > 0 else ""
-            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}")
+            self.fail(f"{what}: rel err {err:.2e} > {bound:.2g}{ref}", Symptom("off", subject or subject_of(what), err))
             return False
         return True
 
-    def compare_grad(self, what: str, got, want, truth=None) -> bool:
+    def compare_grad(self, what: str, got, want, truth=None, subject: str = "") -> bool:
         """A gradient: None on fn's side where the reference has one is a failure; None on the reference's side
         counts as zeros."""
         if got is None and want is not None:
-            self.fail(f"{what}: no gradient (None), the reference has one")
+            self.fail(
+                f"{what}: no gradient (None), the reference has one", Symptom("none", subject or subject_of(what))
+            )
             return False
         if want is None and got is not None:
             want = torch.zeros_like(got)
             truth = None if truth is None else torch.zeros_like(got, dtype=torch.float64)
-        return self.compare(what, got, want, truth)
+        return self.compare(what, got, want, truth, subject=subject)
 
     def equal(self, what: str, got, want) -> bool:
         """Integer and bool tensors and non-tensor values: exactly equal."""
@@ -337,8 +372,11 @@ class Tally:
             self.fail(f"{what}: {_short(got)}, the reference's {_short(want)}")
         return same
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, symptom: Symptom | None = None) -> None:
+        """A failure: `message` is the cell's note; `symptom` what the diagnosis groups it by (default: the
+        message itself, less the sample's name)."""
         self.failures.append(message)
+        self.symptoms.append(symptom or Symptom("other", message))
 
 
 def _short(v) -> str:

@@ -7,6 +7,8 @@ A gradient is the vector-Jacobian product with fixed random incoming gradients g
 d/dx sum_k <out_k, g_k>. Errors are measured against a float64 truth (manualnet.crosscheck.case: the rule).
 """
 
+import re
+
 import torch
 from torch import Tensor
 from torch.autograd.gradcheck import GradcheckError
@@ -22,7 +24,6 @@ from manualnet.crosscheck.case import (
     grads,
     incoming,
     is_float,
-    key_name,
     leaves,
     on_floats,
     output_grads,
@@ -41,6 +42,7 @@ from manualnet.crosscheck.compile_checks import (
 )
 from manualnet.crosscheck.compile_fresh import check_compile_fresh_inputs
 from manualnet.crosscheck.ddp_check import check_ddp
+from manualnet.crosscheck.diagnosis import Symptom, first_line
 from manualnet.crosscheck.expected import (
     compare_grads,
     compare_outputs,
@@ -103,9 +105,11 @@ def _finite_differences(case: Case, t: Tally, check) -> None:
             continue
         if _once_differentiable(error):
             raise NotApplicable("the backward is marked @once_differentiable")
-        if case.reference is not None and _run_gradcheck(case, case.reference, s, check) is not None:
+        if not isinstance(error, GradcheckError):
+            raise error  # fn raised: a failure whatever the reference does
+        if case.reference is not None and isinstance(_run_gradcheck(case, case.reference, s, check), GradcheckError):
             raise NotApplicable("custom gradient: the reference is not the derivative of its forward either")
-        t.fail(f"{name}: {_message(error)}")
+        t.fail(f"{name}: {_named(t, _message(error), s.keys())}", _symptom(t, check, error, s.keys()))
     if not checked:
         raise NotApplicable("every sample is empty")
 
@@ -136,6 +140,26 @@ def _run_gradcheck(case: Case, f, s: Inputs, check) -> Exception | None:
     return None
 
 
+def _named(t: Tally, text: str, keys: list) -> str:
+    """gradcheck's first "input i" (numbered among the differentiable inputs) with the input's name: "input 2 (b)"."""
+
+    def named(m: re.Match) -> str:
+        i = int(m[1])
+        return f"{m[0]} ({t.name(keys[i])})" if i < len(keys) else m[0]
+
+    return re.sub(r"input (\d+)", named, text, count=1)
+
+
+def _symptom(t: Tally, check, e: GradcheckError, keys: list) -> Symptom:
+    """gradcheck's verdict: "d(name)" off for a Jacobian mismatch with respect to an input (numbered among the
+    differentiable inputs); else its first line."""
+    line = first_line(e).rstrip(",. ")
+    match = re.match(r"Jacobian mismatch for output \d+ with respect to input (\d+)", line)
+    if check is torch.autograd.gradcheck and match and int(match[1]) < len(keys):
+        return Symptom("off", f"d({t.name(keys[int(match[1])])})")
+    return Symptom("other", f"{check.__name__}: {_named(t, line, keys)}")
+
+
 def _message(e: Exception) -> str:
     lines = [line for line in str(e).strip().splitlines() if line.strip()]
     return f"{type(e).__name__}: " + " ".join(lines[:6])[:600]
@@ -154,6 +178,7 @@ def check_gradgradcheck(case: Case, t: Tally) -> None:
 def check_input_subsets(case: Case, t: Tally) -> None:
     """Each input's gradient asked for alone, and all but one: equal to the full gradient. A backward that returns
     gradients for inputs that did not ask is legal but costly: a warning."""
+    unasked = {}  # {Function name: positions of its inputs given a gradient they did not ask for}
     for name, s in case.samples.items():
         keys = s.keys()
         full = grads(case, case.fn, s)
@@ -162,12 +187,14 @@ def check_input_subsets(case: Case, t: Tally) -> None:
             with probe(case.functions) as calls:
                 got = grads(case, case.fn, s, wrt=wrt)
             for k, g in got.items():
-                t.compare_grad(f"{name} d({key_name(k)}) asked with {[key_name(j) for j in wrt]}", g, full[k])
+                t.compare_grad(f"{name} d({t.name(k)}) asked with {[t.name(j) for j in wrt]}", g, full[k])
             for fn_name, needs, returned in calls:
                 extra = [i for i in returned if needs is not None and i < len(needs) and not needs[i]]
-                message = f"{fn_name}.backward returns gradients for inputs {extra}, which did not ask"
-                if extra and message not in t.warnings:
-                    t.warnings.append(message)
+                unasked.setdefault(fn_name, set()).update(extra)
+    for fn_name, extra in unasked.items():
+        if extra:
+            where = f"positions {sorted(extra)} of its forward"
+            t.warnings.append(f"{fn_name}.backward returns gradients for inputs which did not ask ({where})")
     if not case.functions:
         t.notes.append("returned-None part not checked: no Function class known (pass functions=)")
 
@@ -210,8 +237,10 @@ def check_same_tensor_twice(case: Case, t: Tally) -> None:
             return grads(case, f, inputs, wrt=[i], ins=ins.put({j: ins.get(i)}))[i]
 
         truth = twice(case.reference, to_float64(s)) if case.dtype != torch.float64 else None
-        what = f"{name}: {key_name(i)} passed as {key_name(i)} and {key_name(j)}"
-        t.compare_grad(what, twice(case.fn, s), twice(case.reference, s), truth)
+        what = f"{t.name(i)} passed as {t.name(i)} and {t.name(j)}"
+        t.compare_grad(
+            f"{name}: {what}", twice(case.fn, s), twice(case.reference, s), truth, subject=f"d({t.name(i)}) with {what}"
+        )
         return
     raise NotApplicable("no two floating inputs of the same shape")
 
@@ -260,13 +289,20 @@ def _jacobians(case: Case, name: str, s: Inputs, transform) -> tuple[list, list]
     return tree_leaves(got), tree_leaves(want)
 
 
+def _blocks(t: Tally, keys: list, n: int) -> list[str]:
+    """The labels of n Jacobian blocks, output-major as tree_leaves lists them: "of output o d(name)"."""
+    if not keys or n % len(keys):
+        return [f"block {k}" for k in range(n)]
+    return [f"of output {k // len(keys)} d({t.name(keys[k % len(keys)])})" for k in range(n)]
+
+
 def check_jacrev(case: Case, t: Tally) -> None:
     """torch.func.jacrev equals the reference's Jacobian (torch.autograd.functional.jacobian)."""
     for name, s in case.samples.items():
         pair = _jacobians(case, name, s, torch.func.jacrev)
         if pair is not None:
-            for k, (a, b) in enumerate(zip(*pair, strict=True)):
-                t.compare(f"{name} Jacobian block {k}", a, b)
+            for label, a, b in zip(_blocks(t, s.keys(), len(pair[0])), *pair, strict=True):
+                t.compare(f"{name} Jacobian {label}", a, b)
 
 
 def check_vmap_grad(case: Case, t: Tally) -> None:
@@ -304,7 +340,7 @@ def check_vmap_grad(case: Case, t: Tally) -> None:
             for key, g in zip(keys, per_sample, strict=True):
                 w = want[key]
                 w = w[0] if key[0] == "arg" and key[1] in batch and w is not None else w
-                t.compare_grad(f"{name} sample {k} d({key_name(key)})", g[k], w)
+                t.compare_grad(f"{name} sample {k} d({t.name(key)})", g[k], w)
 
 
 def _require_batched(case: Case, row: Inputs) -> None:
@@ -328,8 +364,8 @@ def check_jvp(case: Case, t: Tally) -> None:
             continue
         pair = _jacobians(case, name, s, torch.func.jacfwd)
         if pair is not None:
-            for k, (a, b) in enumerate(zip(*pair, strict=True)):
-                t.compare(f"{name} jacfwd block {k}", a, b)
+            for label, a, b in zip(_blocks(t, s.keys(), len(pair[0])), *pair, strict=True):
+                t.compare(f"{name} jacfwd {label}", a, b)
 
 
 def check_checkpoint(case: Case, t: Tally) -> None:
@@ -387,7 +423,7 @@ def check_autocast(case: Case, t: Tally) -> None:
                 where = "inside" if inside else "outside"
                 for key, g, w in zip(keys, got, want, strict=True):
                     truth_k = None if grad_truth is None else grad_truth[key]
-                    what = f"{label} backward {where} autocast d({key_name(key)})"
+                    what = f"{label} backward {where} autocast d({t.name(key)})"
                     if g is None or w is None:
                         t.compare_grad(what, g, w)
                     else:
@@ -441,7 +477,7 @@ def check_deterministic(case: Case, t: Tally) -> None:
                 t.measured = True
                 t.max_abs, t.max_rel = max(t.max_abs, d.max_abs), max(t.max_rel, d.max_rel)
                 if not d.bitwise:
-                    t.fail(f"{name} d({key_name(k)}): two backward passes differ (max abs {d.max_abs:.2e})")
+                    t.fail(f"{name} d({t.name(k)}): two backward passes differ (max abs {d.max_abs:.2e})")
 
 
 # The checks by name, in the report's order, each with what it needs (manualnet.crosscheck.needs.NEEDS): a check

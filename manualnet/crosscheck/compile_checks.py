@@ -105,7 +105,17 @@ def _judge_probe(case: Case, t: Tally, calls: list, where: str) -> None:
     if t.failures:
         t.fail(f"{message} (pytorch #193279)")
     else:
-        t.warnings.append(f"{message} (pytorch #193279); the values agree only because it equals that")
+        keep = KEEP_BACKWARD.replace("MyFn", missing[0])
+        t.warnings.append(f"{message} (pytorch #193279); the values agree only because it equals that. {keep}")
+
+
+# What keeps a custom backward under compile(func.grad) (pytorch #193279): Dynamo inlines a Function whose inputs are
+# the transform's own inputs; a view of them is an intermediate, and the Function stays in the graph, backward and all.
+KEEP_BACKWARD = (
+    "To keep it: while compiling, pass views of the inputs to the Function "
+    "(`if torch.compiler.is_compiling(): x = x.view_as(x)` before `MyFn.apply(x)`), "
+    "or compile the function and not the transform (`torch.func.grad(torch.compile(f))`)"
+)
 
 
 def _compiled_first_sample(case: Case):

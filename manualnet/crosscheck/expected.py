@@ -16,7 +16,6 @@ from manualnet.crosscheck.case import (
     grads,
     incoming,
     is_float,
-    key_name,
     library_ops,
     on_floats,
     to_float64,
@@ -81,7 +80,7 @@ def want_outputs(case: Case, name: str) -> tuple[tuple, tuple | None]:
 
 def compare_grads(t: Tally, label: str, got: dict, want: dict, truth: dict | None) -> None:
     for k, g in got.items():
-        t.compare_grad(f"{label} d({key_name(k)})".strip(), g, want[k], None if truth is None else truth[k])
+        t.compare_grad(f"{label} d({t.name(k)})".strip(), g, want[k], None if truth is None else truth[k])
 
 
 def compare_outputs(t: Tally, label: str, got: tuple, want: tuple, truth: tuple | None) -> None:

@@ -4,7 +4,8 @@
         crosscheck(MyFn.apply, reference, make_inputs)   # options of check_function as keyword arguments
         crosscheck(subject, profile="quick")             # a FunctionUnderTest, with options over its own
 
-A failing check fails the test with the report's table as the message. `pytest --crosscheck-report PATH` writes the
+A failing check fails the test with Report.assert_ok's message: a first line naming the failed checks and the first
+symptom, then the diagnosis and the table. `pytest --crosscheck-report PATH` writes the
 Markdown matrix of every Function checked in the session to PATH.
 """
 
@@ -35,6 +36,7 @@ def crosscheck(request):
     from manualnet.crosscheck import FunctionUnderTest, check_function  # torch only in tests that use the fixture
 
     def run(fn, *args, **options):
+        __tracebackhide__ = True  # the failure points at the user's test, not at this plugin
         report = (
             fn.check(*args, **options) if isinstance(fn, FunctionUnderTest) else check_function(fn, *args, **options)
         )

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from manualnet.crosscheck.diagnosis import Symptom, diagnose
+
 STATUSES = ("passed", "warning", "failed", "n/a")
 
 
@@ -11,7 +13,9 @@ class Result:
 
     status: "passed"; "warning" (legal but costly, or nothing compiled to check); "failed" (wrong values, a crash,
     a transform that breaks the Function); "n/a" (the note says why). max_rel is fn's error against the float64
-    truth, ref_rel the reference's own error in the same dtype (None where nothing was measured).
+    truth, ref_rel the reference's own error in the same dtype (None where nothing was measured). tolerance: the
+    one applied (the rule's floors with their dtype where autocast applied another's). symptoms: what
+    Report.diagnosis groups (failed and warned cells only).
     """
 
     check: str
@@ -24,6 +28,7 @@ class Result:
     tolerance: str
     seconds: float
     note: str
+    symptoms: tuple[Symptom, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,21 +55,32 @@ class Report:
         """The statuses of one check (in one dtype, e.g. "float64"), over the devices."""
         return {r.status for r in self.results if r.check == check and dtype in (None, r.dtype)}
 
-    def markdown(self) -> str:
-        """The matrix as a Markdown table, under a heading with the Function's name and the verdict."""
-        failing = sorted({r.check for r in self.results if r.status == "failed"})
+    def verdict(self) -> str:
+        """ "ok", or "FAILED: <checks>", with "warnings: <checks>" after either."""
+        failing = sorted({r.check for r in self.failed()})
         warning = sorted({r.check for r in self.warnings()})
         verdict = "ok" if not failing else "FAILED: " + ", ".join(failing)
         if warning:
-            verdict += (
-                ("; " if verdict != "ok" else " (")
-                + "warnings: "
-                + ", ".join(warning)
-                + (")" if verdict.startswith("ok") else "")
-            )
-        lines = [
-            f"### {self.name}: {verdict}",
-            "",
+            verdict += ("; " if failing else " (") + "warnings: " + ", ".join(warning) + ("" if failing else ")")
+        return verdict
+
+    def diagnosis(self) -> list[str]:
+        """What a person reads first: one line per distinct symptom (failures, then warnings) with the dtypes and
+        checks where it shows and what to look at; empty when every check passed or was n/a."""
+        return diagnose(self.results)
+
+    def summary(self) -> str:
+        """One line: the name, the verdict and the first symptom."""
+        first = self.diagnosis()[:1]
+        return f"{self.name}: {self.verdict()}" + (f": {first[0]}" if first else "")
+
+    def markdown(self) -> str:
+        """A heading with the Function's name and the verdict, the diagnosis, then the matrix as a Markdown table."""
+        lines = [f"### {self.name}: {self.verdict()}", ""]
+        diagnosis = self.diagnosis()
+        if diagnosis:
+            lines += [f"- {line}" for line in diagnosis] + [""]
+        lines += [
             "| check | dtype | device | result | fn rel err | ref rel err | tolerance | time (s) | note |",
             "| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- |",
         ]
@@ -77,6 +93,8 @@ class Report:
         return "\n".join(lines)
 
     def assert_ok(self) -> None:
-        """Raise AssertionError with the table as its message when a check failed (or warned, with strict)."""
+        """Raise AssertionError when a check failed (or warned, with strict): its first line is the summary (the
+        failed checks and the first symptom), then the diagnosis and the table."""
+        __tracebackhide__ = True  # pytest: the failure points at the caller, not here
         if not self.ok:
-            raise AssertionError("\n" + self.markdown())
+            raise AssertionError(self.summary() + "\n\n" + self.markdown())
