@@ -13,9 +13,9 @@ import argparse
 import sys
 
 import torch
-from _args import positive_int
 
 from manualnet import TwoLayerNet
+from manualnet.argtypes import positive_int
 from manualnet.crosscheck import FLOOR, K, check_function
 from manualnet.net_crosscheck import NET_LOSS
 
