@@ -11,7 +11,7 @@ recipe (lightning_ref/recipes/D.yaml) over the classes' defaults sets H, augment
 side is a TwoLayerClassifier (impl manual and autograd, one seed) stepping the optimizer and learning-rate schedule of
 its own configure_optimizers (TwoLayerClassifier.optimizer_and_schedule) after every batch. That run is measured, not
 judged (exit 0): at the recipe's learning rates SGD amplifies the two backward passes' rounding differences until
-the weights part by tens of percent, while both reach the same accuracy (the README's Results show a run); the
+the weights part by tens of percent, while both reach the same accuracy (docs/results.md shows a run); the
 tolerance holds for the short plain run, and the per-step gradients are compared by the harness and the live check.
 """
 

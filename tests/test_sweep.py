@@ -209,17 +209,3 @@ def test_paired_difference_is_manual_minus_autograd_on_the_seeds_run_with_both()
 def test_configurations_differing_in_an_override_are_not_paired_with_each_other():
     rows = [row("manual", 0, 0.9, **{"model.hidden": "8"}), row("autograd", 0, 0.9, **{"model.hidden": "16"})]
     assert sweep_tables.paired(rows) == []
-
-
-def test_the_sweeps_the_readme_quotes_parse_with_every_trials_options(monkeypatch, tmp_path):
-    """Each `python -m lightning_ref.sweep ...` command of the README (joined across its continuation lines) is a valid
-    sweep whose every trial's options manualnet-train parses; --out is moved to a temporary folder."""
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    text = Path("README.md").read_text().replace("\\\n", " ")
-    commands = re.findall(r"python scripts/sweep\.py ([^\n`]*)", text)
-    assert len(commands) >= 2
-    for line in commands:
-        argv = line.split()
-        argv[argv.index("--out") + 1] = str(tmp_path / "out")
-        args, base, grid = sweep.plan(argv)
-        assert grid and "--data.dataset" in base
