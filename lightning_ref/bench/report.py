@@ -44,6 +44,7 @@ STEP_MEASURES = {
         row["activations_per_example_manual"] / row["activations_per_example_autograd"]
     ),
 }
+EPOCH_MEASURES = ("Lightning/bare", "Lightning/DataLoader", "training epoch s at H=512")  # one value per run
 
 
 def _epoch_measures(results: dict) -> dict[str, tuple[float, str]]:
@@ -66,7 +67,7 @@ def _epoch_measures(results: dict) -> dict[str, tuple[float, str]]:
 def load_goals(path: Path = GOALS) -> list[dict]:
     """The goals table (goals.yaml), each row checked: a known measure and exactly one of at_most, at_least."""
     rows = yaml.safe_load(path.read_text())
-    known = set(STEP_MEASURES) | {"Lightning/bare", "Lightning/DataLoader", "training epoch s at H=512"}
+    known = set(STEP_MEASURES) | set(EPOCH_MEASURES)
     for row in rows:
         if row["measure"] not in known or ("at_most" in row) == ("at_least" in row):
             raise ValueError(f"{path}: expected a measure of {sorted(known)} and one of at_most, at_least, got {row}")
@@ -79,12 +80,11 @@ def _judge(goal: dict, value: float, where: str) -> dict:
     return {"goal": f"{goal['measure']} {bound} ({where})", "measured": value, "met": bool(met)}
 
 
-def goals(results: dict, table: list[dict] | None = None) -> list[dict]:
+def goals(results: dict) -> list[dict]:
     """Each goal of the table (goals.yaml) that these results can be judged against, with its measured value and
     verdict: a step goal once per step row of its device, shapes and TF32 setting; an epoch goal once."""
-    table = load_goals() if table is None else table
     out, epoch = [], _epoch_measures(results)
-    for goal in table:
+    for goal in load_goals():
         if goal.get("device", results["device"]) != results["device"]:
             continue
         if goal["measure"] in epoch:
