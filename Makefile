@@ -20,14 +20,14 @@ train: install
 	$(PY) scripts/train.py fit --config lightning_ref/recipes/cifar10.yaml
 
 demo: install
-	$(PY) scripts/gradient_report.py
-	$(PY) scripts/crosscheck_train.py --dataset synthetic
+	$(PY) -m manualnet.gradient_report
+	$(PY) -m lightning_ref.crosscheck_train --dataset synthetic
 
 bench: install
-	$(PY) scripts/benchmark.py --json runs/bench/benchmark.json --plot runs/bench/step_time.png
+	$(PY) -m lightning_ref.bench --json runs/bench/benchmark.json --plot runs/bench/step_time.png
 
 report: install
-	$(PY) scripts/gradient_report.py
+	$(PY) -m manualnet.gradient_report
 
 lint: install
 	$(VENV)/bin/ruff format --check .

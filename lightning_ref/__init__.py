@@ -8,26 +8,24 @@ model = TwoLayerClassifier(hidden=512)  # input shape and classes come from the 
 L.Trainer(max_epochs=3, callbacks=[GradientCrossCheck()]).fit(model, datamodule=dm)
 """
 
-import importlib
+from lightning_ref.batches import TensorBatches
+from lightning_ref.cache import DataMissingError
+from lightning_ref.checkpoint import ModelCheckpoint
+from lightning_ref.data import ImageDataModule
+from lightning_ref.gradient_check import GradientCrossCheck, GradientMismatchError, GradientMismatchWarning
+from lightning_ref.module import TwoLayerClassifier
+from lightning_ref.recorder import RunRecorder
+from lightning_ref.sources import DataFileError
 
-# name -> the module that defines it, imported on first use: `import lightning_ref.reference` (the harness's and the
-# scripts' autograd reference) stays free of Lightning, torchvision and matplotlib.
-_WHERE = {
-    "DataFileError": "sources",
-    "DataMissingError": "cache",
-    "GradientCrossCheck": "gradient_check",
-    "GradientMismatchError": "gradient_check",
-    "GradientMismatchWarning": "gradient_check",
-    "ImageDataModule": "data",
-    "ModelCheckpoint": "checkpoint",
-    "RunRecorder": "recorder",
-    "TensorBatches": "batches",
-    "TwoLayerClassifier": "module",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> object:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'lightning_ref' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lightning_ref.{_WHERE[name]}"), name)
+__all__ = [
+    "DataFileError",
+    "DataMissingError",
+    "GradientCrossCheck",
+    "GradientMismatchError",
+    "GradientMismatchWarning",
+    "ImageDataModule",
+    "ModelCheckpoint",
+    "RunRecorder",
+    "TensorBatches",
+    "TwoLayerClassifier",
+]

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_ref.reference import copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import GradDiff, compare_all, format_table
+from manualnet.reference import copy_to_reference, reference_from, reference_grads
 from manualnet.validate import UsageError, check_int
 
 

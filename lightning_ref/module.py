@@ -28,8 +28,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ref.gradient_check import GradientCrossCheck
-from lightning_ref.reference import reference_from
 from manualnet import TwoLayerNet, softmax_cross_entropy
+from manualnet.reference import reference_from
 from manualnet.validate import UsageError, check_int
 
 

@@ -72,14 +72,15 @@ def plot_w1(
     for k, img in enumerate(imgs):
         r, q = divmod(k, cols)
         grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img.permute(1, 2, 0)
-    fig, ax = plt.subplots(figsize=(cols * 0.8, rows * 0.8 + 0.6))
+    fig, ax = plt.subplots(figsize=(max(cols * 0.8, 3.0), rows * 0.8 + 0.8))
     ax.axis("off")
     if c == 3:
         ax.imshow(grid.numpy(), interpolation="nearest")
     else:
         ax.imshow(grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     shown = f"the {len(units)} of {n_units} units with the largest ||w1||" if n_units > max_units else "all units"
-    fig.suptitle(f"W1, one image per hidden unit ({shown})", fontsize=9)
+    # Each tile's own min..max spans black..white: the tiles' patterns compare, their brightness does not.
+    fig.suptitle(f"W1, one image per hidden unit ({shown})\neach tile scaled to its own min..max", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

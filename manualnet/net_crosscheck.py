@@ -1,9 +1,6 @@
 """The two-layer net's own cross-check: its references in plain torch ops and its sample inputs, edge cases included,
 for manualnet.crosscheck.check_function (used by tests/test_gradients.py, tests/test_transforms.py and
-scripts/gradient_report.py).
-
-The references are nn.Linear's and F.cross_entropy's math, written with torch.nn.functional (the same ops as
-lightning_ref.reference's nn.Sequential, which manualnet may not import).
+manualnet.gradient_report). The references are manualnet.reference's (nn.Linear's and F.cross_entropy's math).
 """
 
 import math
@@ -14,30 +11,16 @@ from torch import Tensor
 
 from manualnet.crosscheck import FunctionUnderTest
 from manualnet.functional import SoftmaxCrossEntropyFn, TwoLayerNetFn, softmax_cross_entropy, two_layer_net
+from manualnet.reference import reference_net, reference_net_both, reference_net_loss
 
 # The samples (N, D, H, C) away from ReLU's kink: a general one, a batch of one, one hidden unit, two classes.
 SHAPES = {"general": (6, 7, 5, 4), "batch of 1": (1, 3, 4, 2), "one hidden unit": (4, 5, 1, 3), "C=2": (3, 6, 5, 2)}
 KINKS = ("kink",)  # the sample with pre-activations exactly 0: no finite differences there
 
 
-def reference_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-    """s2 = relu(x w1 + b1) w2 + b2 as nn.Linear computes it (weights stored transposed)."""
-    return F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2)
-
-
-def reference_net_both(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
-    """(s2, x2), the two outputs of TwoLayerNetFn."""
-    x2 = F.relu(F.linear(x, w1.T, b1))
-    return F.linear(x2, w2.T, b2), x2
-
-
 def net_loss(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
     """The loss through both hand-written Functions."""
     return softmax_cross_entropy(two_layer_net(x, w1, b1, w2, b2), y)
-
-
-def reference_net_loss(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(reference_net(x, w1, b1, w2, b2), y)
 
 
 def _weights(n, d, h, c, dtype, device, gen, margin=1e-2):

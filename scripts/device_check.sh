@@ -9,12 +9,12 @@
 #   env        nvidia-smi, python, torch, CUDA and the packages found
 #   tests      the CUDA tests: pytest -k cuda (files that need jsonargparse are left out when it is absent), among
 #              them a Lightning training step under torch.cuda.set_sync_debug_mode("error"), eager and compiled
-#   gradients  scripts/gradient_report.py: float32, float64, bf16 and fp16 autocast, on CPU and CUDA
-#   benchmark  scripts/benchmark.py --quick: step times by CUDA events with TF32 off and on (N=D=H=64 too), the
+#   gradients  manualnet.gradient_report: float32, float64, bf16 and fp16 autocast, on CPU and CUDA
+#   benchmark  lightning_ref.bench --quick: step times by CUDA events with TF32 off and on (N=D=H=64 too), the
 #              compiled training step (CUDA graphs) next to eager, peak memory, the GEMM floor, the epoch comparison;
 #              the GPU goals are judged at the end of benchmark.log
 #   train      5 epochs of the Lightning fit on generated CIFAR-sized data (50,000 training images, H=512), timed
-#              per epoch, through the Trainer API (scripts/benchmark.py --fit-epochs: works without jsonargparse)
+#              per epoch, through the Trainer API (lightning_ref.bench --fit-epochs: works without jsonargparse)
 #   train_compiled  the same 5 epochs with the compiled step (--fit-compile: compile=True, CUDA graphs); its first
 #              epoch holds the compilation
 #   cli_train  where jsonargparse is importable, the 5 epochs through the CLI (scripts/train.py fit)
@@ -174,11 +174,11 @@ env_report >"$DEST/env.log" 2>&1
 printf '| env | 0 | %s | env.log |\n' "$(($(date +%s) - t0))" >>"$STATUS"
 run tests "${LIMIT[0]}" "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda --junitxml="$DEST/tests.xml" \
     "${IGNORE[@]}" tests/
-run gradients "${LIMIT[1]}" "$PY" scripts/gradient_report.py
-run benchmark "${LIMIT[2]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${BENCH_ARGS[@]}" \
+run gradients "${LIMIT[1]}" "$PY" -m manualnet.gradient_report
+run benchmark "${LIMIT[2]}" "$PY" -m lightning_ref.bench --device "$DEVICE" "${BENCH_ARGS[@]}" \
     --json "$DEST/benchmark.json" --plot "$DEST/step_time.png"
-run train "${LIMIT[3]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${FIT_ARGS[@]}" --json "$DEST/train.json"
-run train_compiled "${LIMIT[4]}" "$PY" scripts/benchmark.py --device "$DEVICE" "${FIT_ARGS[@]}" --fit-compile \
+run train "${LIMIT[3]}" "$PY" -m lightning_ref.bench --device "$DEVICE" "${FIT_ARGS[@]}" --json "$DEST/train.json"
+run train_compiled "${LIMIT[4]}" "$PY" -m lightning_ref.bench --device "$DEVICE" "${FIT_ARGS[@]}" --fit-compile \
     --json "$DEST/train_compiled.json"
 if [ "$HAVE_JSONARGPARSE" = 1 ]; then
     run cli_train "${LIMIT[5]}" "$PY" scripts/train.py fit --data.dataset synthetic "${CLI_DATA[@]}" \

@@ -1,8 +1,8 @@
-"""scripts/benchmark.py and scripts/device_check.sh: the saved-bytes count is exact, the floor's products are the
-step's products, a tiny run writes every result key with values consistent with each other, bad options are refused
-before any work, the device check's CPU dry run produces every file it promises. No test asserts a timing."""
+"""The benchmark (lightning_ref.bench) and scripts/device_check.sh: the saved-bytes count is exact, the floor's products
+are the step's products, a tiny run writes every result key with values consistent with each other, the goals table is
+judged as it says, bad options are refused before any work, the device check's CPU dry run produces every file it
+promises. No test asserts a timing."""
 
-import importlib.util
 import json
 import math
 import os
@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_ref.reference import reference_from
+from lightning_ref.bench import benchmark, report
+from lightning_ref.bench import step as bench_step
 from manualnet import TwoLayerNet
+from manualnet.reference import reference_from
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)  # puts scripts/ on sys.path: the bench_* modules beside it
-import bench_step  # noqa: E402
 
 STEP_KEYS = {
     "shape",
@@ -115,11 +113,13 @@ def test_the_floors_products_equal_the_steps_s1_and_dw1_in_every_layout():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """benchmark.py on one tiny shape and a 1,024-image epoch, in a subprocess (its own torch.compile state)."""
+    """python -m lightning_ref.bench on one tiny shape and a 1,024-image epoch, in a subprocess (its own
+    torch.compile state)."""
     out = tmp_path_factory.mktemp("bench")
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "benchmark.py"),
+        "-m",
+        "lightning_ref.bench",
         "--device",
         "cpu",
         "--shapes",
@@ -202,8 +202,48 @@ def test_tiny_run_prints_the_tables_and_writes_a_png(tiny_run):
     assert "| 16,24,8,3 | - |" in stdout
     assert "the DataLoader at its best here: " + results["epoch"]["dataloader_config"] in stdout
     assert "| Lightning s | bare loop s | DataLoader s | Lightning/bare | Lightning/DataLoader |" in stdout
-    assert any(g["goal"].startswith("activations per example manual <= autograd") for g in results["goals"])
+    assert any(g["goal"].startswith("activations per example manual/autograd <= 1.00") for g in results["goals"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the goals table ------------------------------------------------------------------------------------------------
+
+
+def step_row(shape: tuple, tf32, manual: float, autograd: float, floor: float) -> dict:
+    n, d, h, c = shape
+    return {"shape": {"N": n, "D": d, "H": h, "C": c}, "tf32": tf32, "manual_ms": manual, "floor_ms": floor,
+            "manual_over_autograd": manual / autograd, "manual_over_floor": manual / floor,
+            "activations_per_example_manual": 2088, "activations_per_example_autograd": 2088.01}  # fmt: skip
+
+
+def test_the_goals_table_is_judged_row_by_row_on_the_shapes_and_device_it_names():
+    cpu = {"device": "cpu", "steps": [step_row((512, 3072, 512, 10), None, 17.0, 16.5, 15.0),
+                                      step_row((64, 64, 64, 10), None, 0.2, 0.1, 0.01)],
+           "epoch": {"lightning_over_bare": 1.05, "lightning_over_dataloader": 0.4, "dataloader_config": "workers=0",
+                     "lightning_s": 2.0, "hidden": 512}}  # fmt: skip
+    verdicts = {g["goal"]: (round(g["measured"], 4), g["met"]) for g in report.goals(cpu)}
+    assert verdicts == {
+        "manual/autograd <= 1.00 (N=512 D=3072 H=512 C=10)": (round(17.0 / 16.5, 4), False),
+        "manual/autograd <= 1.30 (N=64 D=64 H=64 C=10)": (2.0, False),
+        "manual/floor <= 1.10 (N=512 D=3072 H=512 C=10)": (round(17.0 / 15.0, 4), False),
+        "activations per example manual/autograd <= 1.00 (N=512 D=3072 H=512 C=10)": (round(2088 / 2088.01, 4), True),
+        "activations per example manual/autograd <= 1.00 (N=64 D=64 H=64 C=10)": (round(2088 / 2088.01, 4), True),
+        "Lightning/bare <= 1.10 (medians)": (1.05, True),
+        "Lightning/DataLoader <= 0.35 (medians; DataLoader: workers=0)": (0.4, False),
+    }
+    cuda = {"device": "cuda", "steps": [step_row((512, 3072, 2048, 10), tf32, 1.0, 1.2, 0.8) for tf32 in (False, True)]}
+    verdicts = {g["goal"]: (g["measured"], g["met"]) for g in report.goals(cuda)}
+    assert verdicts["floor/manual >= 0.70 (N=512 D=3072 H=2048 C=10 TF32 True)"] == (0.8, True)
+    assert "floor/manual >= 0.70 (N=512 D=3072 H=2048 C=10 TF32 False)" not in verdicts  # TF32 on only
+    assert verdicts["manual/autograd <= 1.00 (N=512 D=3072 H=2048 C=10 TF32 False)"] == (1.0 / 1.2, True)
+    assert not any(g.startswith(("Lightning/", "manual/floor")) for g in verdicts)  # the CPU's goals
+
+
+def test_a_goal_row_with_an_unknown_measure_or_no_single_bound_is_refused(tmp_path):
+    for row in ("{measure: manual/autgrad, at_most: 1.0}", "{measure: manual/floor, at_most: 1.0, at_least: 0.5}"):
+        (tmp_path / "goals.yaml").write_text(f"- {row}\n")
+        with pytest.raises(ValueError, match="expected a measure of"):
+            report.load_goals(tmp_path / "goals.yaml")
 
 
 # ---- bad options --------------------------------------------------------------------------------------------------

@@ -1,12 +1,9 @@
-"""scripts/checkpoint_policy.py: the validation evidence for which checkpoint to test, against curves worked by hand."""
-
-import sys
-from pathlib import Path
+"""lightning_ref.sweep.checkpoint_policy: the validation evidence for which checkpoint to test, against curves worked
+by hand."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import checkpoint_policy  # noqa: E402
+from lightning_ref.sweep import checkpoint_policy
 
 CONFIG = ((("data.flip", "true"),), "manual")
 

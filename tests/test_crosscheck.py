@@ -1,31 +1,13 @@
 """The gradient comparison tools catch what they claim to: compare (manualnet.crosscheck.compare, re-exported by
-manualnet.crosscheck), scripts/gradient_report.py and scripts/crosscheck_train.py."""
-
-import importlib.util
-import sys
-from pathlib import Path
+manualnet.crosscheck), manualnet.gradient_report, manualnet.crosscheck_seeds and lightning_ref.crosscheck_train."""
 
 import pytest
 import torch
 
+from lightning_ref import crosscheck_train
+from manualnet import crosscheck_seeds, gradient_report
 from manualnet.crosscheck import compare, compare_all, format_table
 from manualnet.functional import TwoLayerNetFn
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py as a module (scripts/ is not a package), with scripts/ on sys.path while it runs its
-    imports, as when it runs as a script (it imports scripts/_args.py)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
-
 
 # ------------------------------------------------------------------------------------------------------ compare
 
@@ -81,14 +63,14 @@ def test_compare_all_and_format_table_give_one_row_per_parameter():
     assert "| w1 | 1.000e+00 | 1.000e+00 | no |" in table and "| b1 | 0.000e+00 | 0.000e+00 | yes |" in table
 
 
-# ---------------------------------------------------------------------------------------- scripts/gradient_report
+# ------------------------------------------------------------------------------------- manualnet.gradient_report
 
 
 TINY = ["--n", "6", "--d", "12", "--hidden", "5", "--classes", "3", "--seed", "1"]
 
 
 def test_gradient_report_passes_and_prints_one_row_per_check_and_dtype(capsys):
-    report = load_script("gradient_report")
+    report = gradient_report
     assert report.main(TINY) == 0
     out = capsys.readouterr().out
     assert "### net_loss: ok" in out
@@ -99,7 +81,7 @@ def test_gradient_report_passes_and_prints_one_row_per_check_and_dtype(capsys):
 
 
 def test_gradient_report_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
-    report = load_script("gradient_report")
+    report = gradient_report
     assert report.main(TINY) == 1
     out = capsys.readouterr().out
     assert "| backward | float64 | cpu | **FAILED** |" in out and "d(w1): rel err" in out  # by its parameter name
@@ -109,18 +91,18 @@ def test_gradient_report_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw
 
 
 def test_gradient_report_rejects_sizes_below_1(capsys):
-    report = load_script("gradient_report")
+    report = gradient_report
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--hidden", "0"])
     assert exit_info.value.code == 2
     assert "--hidden: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------------------- scripts/crosscheck_seeds
+# ------------------------------------------------------------------------------------ manualnet.crosscheck_seeds
 
 
 def test_crosscheck_seeds_is_quiet_on_the_net_and_exits_nonzero_on_a_wrong_gradient(capsys, monkeypatch):
-    seeds = load_script("crosscheck_seeds")
+    seeds = crosscheck_seeds
     assert seeds.main(["--seeds", "2", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
     assert "two_layer_net seed 1: failed -, warned -" in out and out.rstrip().endswith(
@@ -138,13 +120,13 @@ def test_crosscheck_seeds_is_quiet_on_the_net_and_exits_nonzero_on_a_wrong_gradi
     assert "'backward (float32)', 'backward (float64)'" in out.splitlines()[0] and "1 of 2 runs" in out
 
 
-# ---------------------------------------------------------------------------------------- scripts/crosscheck_train
+# -------------------------------------------------------------------------------- lightning_ref.crosscheck_train
 
 TINY_TRAINING = ["--train-size", "500", "--epochs", "2", "--hidden", "8", "--batch-size", "50", "--lr", "0.05"]
 
 
 def test_crosscheck_train_keeps_both_implementations_together(capsys):
-    train = load_script("crosscheck_train")
+    train = crosscheck_train
     assert train.main(TINY_TRAINING) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
@@ -155,13 +137,13 @@ def test_crosscheck_train_keeps_both_implementations_together(capsys):
 
 
 def test_crosscheck_train_exits_nonzero_when_a_gradient_is_wrong(capsys, wrong_dw1):
-    train = load_script("crosscheck_train")
+    train = crosscheck_train
     assert train.main(TINY_TRAINING) == 1
     assert "result: FAIL" in capsys.readouterr().out
 
 
 def test_crosscheck_train_reports_bad_options_in_one_line(capsys):
-    train = load_script("crosscheck_train")
+    train = crosscheck_train
     assert train.main(["--dataset", "imagenet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: dataset: expected one of") and "'imagenet'" in err and "\n" not in err
@@ -171,7 +153,7 @@ RECIPE_TRAINING = ["--recipe", "--train-size", "1500"]  # 1200 for training: 4 b
 
 
 def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_schedule_and_reports_without_judging(capsys):
-    train = load_script("crosscheck_train")
+    train = crosscheck_train
     assert train.main(RECIPE_TRAINING) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
@@ -184,7 +166,7 @@ def test_crosscheck_train_with_the_recipe_runs_its_epochs_with_the_modules_sched
 
 
 def test_crosscheck_train_refuses_a_plain_setting_beside_the_recipe(capsys):
-    train = load_script("crosscheck_train")
+    train = crosscheck_train
     with pytest.raises(SystemExit) as exit_:
         train.main([*RECIPE_TRAINING, "--hidden", "8"])
     assert exit_.value.code == 2

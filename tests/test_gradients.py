@@ -5,7 +5,7 @@ gradcheck and gradgradcheck in float64. What the harness cannot say about this n
 accuracy over random shapes and values (hypothesis; MANUALNET_HYPOTHESIS_EXAMPLES, default 40), which matrix
 products the backward runs, which tensors it saves, and the module.
 
-The reference in the hand-written tests is lightning_ref.reference (nn.Linear, nn.ReLU, nn.Linear) with
+The reference in the hand-written tests is manualnet.reference (nn.Linear, nn.ReLU, nn.Linear) with
 F.cross_entropy, holding copies of the same weights.
 """
 
@@ -19,9 +19,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lightning_ref.reference import copy_from_reference, copy_to_reference, reference_from, reference_grads
 from manualnet import TwoLayerNet, net_crosscheck, softmax_cross_entropy, two_layer_net
 from manualnet.functional import TwoLayerNetFn
+from manualnet.reference import (
+    copy_from_reference,
+    copy_to_reference,
+    reference_from,
+    reference_grads,
+    reference_net,
+    reference_net_both,
+    reference_net_loss,
+)
 
 RTOL32 = 1e-5
 NAMES = ("w1", "b1", "w2", "b2")
@@ -330,6 +338,23 @@ def test_reference_computes_the_same_function_as_the_module():
     ref = reference_from(model)
     x = torch.randn(7, 3, 8, 8)
     assert_rel_close("s2", model(x), ref(x), rtol=1e-6)
+
+
+def test_the_sequential_reference_and_the_functional_references_are_one_computation():
+    # manualnet.reference's two forms (the nn.Sequential and the functions of the weights the harness checks against)
+    # run the same ops on the same operands: bitwise equal outputs, loss and gradients.
+    model = TwoLayerNet(20, 6, 3, seed=4, dtype=torch.float64)
+    ref = reference_from(model)
+    x, y = torch.randn(9, 20, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    weights = [p.detach().clone().requires_grad_() for p in (model.w1, model.b1, model.w2, model.b2)]
+    assert torch.equal(reference_net(x, *weights), ref(x))
+    s2, x2 = reference_net_both(x, *weights)
+    assert torch.equal(s2, ref(x)) and torch.equal(x2, ref[:3](x))
+    loss = reference_net_loss(x, *weights, y)
+    F.cross_entropy(ref(x), y).backward()
+    loss.backward()
+    for (name, want), got in zip(reference_grads(ref).items(), weights, strict=True):
+        assert torch.equal(got.grad, want), name
 
 
 def test_copy_from_reference_round_trip_gives_identical_outputs():

@@ -1,7 +1,7 @@
 """The training recipes (lightning_ref/recipes/<dataset>.yaml): one per data set, shipped as package data, picked by
 manualnet-train when no --config is given (and said so), overridden by the command line, each holding only what is
-its data set's own (no code default restated), and refused with one line when a key is unknown. The commands the
-README quotes parse."""
+its data set's own (no code default restated), and refused with one line when a key is unknown (the commands the
+docs quote: tests/test_docs.py)."""
 
 import json
 import re
@@ -45,7 +45,9 @@ def test_the_recipes_are_package_data_so_a_wheel_carries_them():
     patterns = re.findall(r'"([^"]+)"', re.search(r"^lightning_ref = \[(.*)\]", section, re.M).group(1))
     shipped = {p for pattern in patterns for p in (REPO / "lightning_ref").glob(pattern)}
     assert {RECIPES / f"{name}.yaml" for name in SPECS} <= shipped
-    assert sorted(RECIPES.glob("*")) == sorted(shipped)  # nothing else in the folder, nothing left out
+    assert sorted(RECIPES.glob("*")) == sorted(p for p in shipped if p.parent == RECIPES)  # nothing else, none left out
+    # and every other data file the package reads (the benchmark's goals table)
+    assert {p for p in (REPO / "lightning_ref").rglob("*.yaml")} == shipped
 
 
 @pytest.mark.parametrize("dataset", list(SPECS))
@@ -152,25 +154,3 @@ def test_an_unknown_option_exits_2_listing_the_valid_keys(args, listed, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("manualnet-train: error: ") and listed in err[-1] and args[0] in err[-1]
-
-
-def readme_commands() -> list[list[str]]:
-    """The `manualnet-train fit ...` commands the README quotes (one per line), as argument lists, less any
-    --ckpt_path (the checkpoints they name are a user's, not in the repository)."""
-    text = (REPO / "README.md").read_text()
-    commands = []
-    for line in re.findall(r"^\s*(manualnet-train fit[^#\n`]*)", text, re.M):
-        args = line.split()[1:]
-        while "--ckpt_path" in args:
-            i = args.index("--ckpt_path")
-            del args[i : i + 2]
-        commands.append(args)
-    return commands
-
-
-def test_the_readme_quotes_commands_and_each_one_parses(capsys, monkeypatch):
-    monkeypatch.chdir(REPO)  # the commands' paths are relative to the repository
-    commands = readme_commands()
-    assert len(commands) >= 4
-    for args in commands:
-        resolved(args, capsys)

@@ -1,9 +1,9 @@
-"""scripts/sweep.py on a tiny grid over seeds (generated data, one epoch): one run folder per trial through
-manualnet-train with the trial's seed (the grid's processes run in this one, to spare a Lightning import each; the
-rerun test runs its trial as a real process), the tables against each trial's own metrics.json aggregated with Python's
-statistics module, the winning configuration's trials tested once (best and last checkpoints) and only they (only
-when asked), resume (done trials and tests are not run again; a cut-off trial runs again beside its cut folder), and
-bad input refused with one line and exit 2 before any trial runs. The aggregation's arithmetic (spread, paired
+"""The sweep (lightning_ref.sweep) on a tiny grid over seeds (generated data, one epoch): one run folder per trial
+through manualnet-train with the trial's seed (the grid's processes run in this one, to spare a Lightning import each;
+the rerun test runs its trial as a real process), the tables against each trial's own metrics.json aggregated with
+Python's statistics module, the winning configuration's trials tested once (best and last checkpoints) and only they
+(only when asked), resume (done trials and tests are not run again; a cut-off trial runs again beside its cut folder),
+and bad input refused with one line and exit 2 before any trial runs. The aggregation's arithmetic (spread, paired
 differences) against numbers worked by hand."""
 
 import contextlib
@@ -20,11 +20,9 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import sweep  # noqa: E402
-import sweep_tables  # noqa: E402
-
-from lightning_ref.cli import main  # noqa: E402
+from lightning_ref.cli import main
+from lightning_ref.sweep import runner as sweep
+from lightning_ref.sweep import tables as sweep_tables
 
 BASE = ["--data.dataset", "synthetic", "--data.synthetic_train", "300", "--data.synthetic_test", "60",
         "--data.val_size", "60", "--data.batch_size", "60", "--trainer.max_epochs", "1"]  # fmt: skip
@@ -211,17 +209,3 @@ def test_paired_difference_is_manual_minus_autograd_on_the_seeds_run_with_both()
 def test_configurations_differing_in_an_override_are_not_paired_with_each_other():
     rows = [row("manual", 0, 0.9, **{"model.hidden": "8"}), row("autograd", 0, 0.9, **{"model.hidden": "16"})]
     assert sweep_tables.paired(rows) == []
-
-
-def test_the_sweeps_the_readme_quotes_parse_with_every_trials_options(monkeypatch, tmp_path):
-    """Each `python scripts/sweep.py ...` command of the README (joined across its continuation lines) is a valid
-    sweep whose every trial's options manualnet-train parses; --out is moved to a temporary folder."""
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    text = Path("README.md").read_text().replace("\\\n", " ")
-    commands = re.findall(r"python scripts/sweep\.py ([^\n`]*)", text)
-    assert len(commands) >= 2
-    for line in commands:
-        argv = line.split()
-        argv[argv.index("--out") + 1] = str(tmp_path / "out")
-        args, base, grid = sweep.plan(argv)
-        assert grid and "--data.dataset" in base

@@ -17,8 +17,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_ref import GradientCrossCheck, GradientMismatchError, GradientMismatchWarning
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
-from lightning_ref.reference import reference_grads
 from manualnet.crosscheck import compare_all
+from manualnet.reference import reference_grads
 
 
 def datamodule(root) -> ImageDataModule:

@@ -1,15 +1,15 @@
 """The Functions under torch.func (grad, vjp, jacrev, vmap), torch.compile and torch.autocast give what the plain-torch
 reference gives under the same transform: through the cross-check harness (manualnet.crosscheck) on the net's samples,
-plus the module under functional_call and an ensemble of weights, against lightning_ref.reference."""
+plus the module under functional_call and an ensemble of weights, against manualnet.reference."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from lightning_ref.reference import reference_from, reference_grads
 from manualnet import TwoLayerNet, net_crosscheck, softmax_cross_entropy, two_layer_net
 from manualnet.crosscheck import CHECKS
+from manualnet.reference import reference_from, reference_grads
 
 NAMES = ("w1", "b1", "w2", "b2")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,5 +1,5 @@
 """What a forward keeps for backward, seen by torch.autograd.graph.saved_tensors_hooks: the one count of saved bytes
-that the harness's saved_tensors check and scripts/benchmark.py share.
+that the harness's saved_tensors check and the benchmark (lightning_ref.bench.step) share.
 
 A saved view keeps its whole storage alive, so bytes are counted per distinct storage at its full size; tensors that
 the caller holds anyway (the inputs, the parameters) can be left out.

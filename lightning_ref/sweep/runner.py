@@ -2,7 +2,7 @@
 configuration's mean and spread over its seeds; the winner is chosen by validation accuracy, and the test split is
 looked at only when asked.
 
-    python scripts/sweep.py --out runs/sweep/fashion-mnist --seeds 0-2 --set model.hidden=1024,2048 \
+    python -m lightning_ref.sweep --out runs/sweep/fashion-mnist --seeds 0-2 --set model.hidden=1024,2048 \
         --set data.flip=true,false -- --data.dataset fashion-mnist --data.root /usr/share/datasets/fashion-mnist
 
 The grid is every combination of the --set axes (KEY=V1,V2,...: a manualnet-train option without its leading --, and
@@ -22,7 +22,7 @@ val_acc), val_last (the last epoch's), test_best and test_last (where tested) an
 configuration run with both impls, the paired difference manual - autograd per seed. OUT/trials.csv has a row per
 trial. The winner is the configuration with the best mean val_last (ties: the one run first): the last epoch's
 checkpoint is the one manualnet-train fit tests, and its val_acc, unlike val_best, is not the maximum of a run's
-curve (scripts/checkpoint_policy.py). Testing runs
+curve (lightning_ref.sweep.checkpoint_policy). Testing runs
 `manualnet-train test` on a trial's best-validation checkpoint and on its last.ckpt, once (OUT/<trial>/test.json;
 never repeated): --test-winner tests the winner's trials (give it on the last run of a sweep done in stages, so that
 no stage's interim winner is tested); --test-all tests every trial of this run's grid (a report on fresh seeds, after
@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweep_tables import SEED, aggregate, trial_row, write_tables
+from lightning_ref.sweep.tables import SEED, aggregate, trial_row, write_tables
 
 CLI = [sys.executable, "-c", "from lightning_ref.cli import main; main()"]
 
@@ -182,7 +182,7 @@ def test_trial(out: Path, tid: str, metrics: dict) -> dict:
 
 
 def done_rows(out: Path) -> list[dict]:
-    """A row (sweep_tables.trial_row) per done trial in OUT, in the order the trials were first run."""
+    """A row (lightning_ref.sweep.tables.trial_row) per done trial in OUT, in the order the trials were first run."""
     rows = []
     for trial in sorted(out.glob("t-*/trial.json"), key=lambda p: p.stat().st_mtime_ns):
         metrics = done_metrics(trial.parent)
@@ -243,7 +243,3 @@ def main(argv: list[str] | None = None) -> int:
     # The sweep's own cost: its wall time beyond the processes it ran (parsing, tables).
     print(f"sweep: {time.perf_counter() - start:.0f} s in all, {processes:.0f} s of it in trial and test processes")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
-"""Plot step time against H from scripts/benchmark.py's JSON: the four variants, with the GEMM floor drawn in (each
-large product in its fastest layout).
+"""Plot step time against H from the benchmark's JSON (python -m lightning_ref.bench --json): the four variants, with
+the GEMM floor drawn in (each large product in its fastest layout).
 
-python scripts/bench_plot.py runs/bench/benchmark.json runs/bench/step_time.png
+python -m lightning_ref.bench.plot runs/bench/benchmark.json runs/bench/step_time.png
 """
 
 import argparse
@@ -12,7 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
-from bench_step import VARIANTS  # noqa: E402
+
+from lightning_ref.bench.step import VARIANTS  # noqa: E402
 
 
 def plot_step_times(results: dict, png: str | Path) -> None:
@@ -56,7 +57,7 @@ def plot_step_times(results: dict, png: str | Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Plot step time against H from benchmark.py's JSON.")
-    p.add_argument("json", type=Path, help="the results written by scripts/benchmark.py --json")
+    p.add_argument("json", type=Path, help="the results written by python -m lightning_ref.bench --json")
     p.add_argument("png", type=Path, help="the picture to write")
     args = p.parse_args()
     plot_step_times(json.loads(args.json.read_text()), args.png)

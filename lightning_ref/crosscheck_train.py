@@ -1,6 +1,6 @@
 """Train the hand-written net and its autograd reference side by side and report how far they drift apart.
 
-Both start from the same seeded weights (the reference is `lightning_ref.reference.reference_from` of the manual
+Both start from the same seeded weights (the reference is `manualnet.reference.reference_from` of the manual
 TwoLayerNet), see the same batches in the same order (lightning_ref.data.ImageDataModule), and take plain SGD steps
 with momentum: the only difference between them is the backward pass. After every epoch it prints the largest loss
 difference seen in that epoch and, per parameter, the max relative weight difference (max |manual - reference| /
@@ -11,7 +11,7 @@ recipe (lightning_ref/recipes/D.yaml) over the classes' defaults sets H, augment
 side is a TwoLayerClassifier (impl manual and autograd, one seed) stepping the optimizer and learning-rate schedule of
 its own configure_optimizers (TwoLayerClassifier.optimizer_and_schedule) after every batch. That run is measured, not
 judged (exit 0): at the recipe's learning rates SGD amplifies the two backward passes' rounding differences until
-the weights part by tens of percent, while both reach the same accuracy (the README's Results show a run); the
+the weights part by tens of percent, while both reach the same accuracy (docs/results.md shows a run); the
 tolerance holds for the short plain run, and the per-step gradients are compared by the harness and the live check.
 """
 
@@ -20,15 +20,15 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _args import positive_int
 
 from lightning_ref.cache import DataMissingError
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.recipe import recipe_defaults, recipe_of
-from lightning_ref.reference import reference_from, reference_weights
 from manualnet import TwoLayerNet
+from manualnet.argtypes import positive_int
 from manualnet.crosscheck import compare
+from manualnet.reference import reference_from, reference_weights
 
 NAMES = ("w1", "b1", "w2", "b2")
 

@@ -1,7 +1,7 @@
 """Which checkpoint to test, from validation only: per configuration of a sweep over seeds, where each seed's
 best-validation epoch falls, and the validation accuracy per epoch averaged over the seeds.
 
-    python scripts/checkpoint_policy.py runs/sweep/fmnist-seeds
+    python -m lightning_ref.sweep.checkpoint_policy runs/sweep/fmnist-seeds
 
 A run's best-validation checkpoint is the maximum of its validation curve, so its val_acc is biased up and cannot be
 compared with the last epoch's on the same images. A fixed epoch can: averaged over seeds, the validation curve
@@ -16,8 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from sweep import done_rows
-from sweep_tables import best_epoch, config_of, overrides_text
+from lightning_ref.sweep.runner import done_rows
+from lightning_ref.sweep.tables import best_epoch, config_of, overrides_text
 
 
 def curves(out: Path) -> dict[tuple, list[list[float]]]:
@@ -49,7 +49,7 @@ def policy_rows(found: dict[tuple, list[list[float]]]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="a sweep's folder (scripts/sweep.py --out)")
+    parser.add_argument("out", type=Path, help="a sweep's folder (python -m lightning_ref.sweep --out)")
     args = parser.parse_args(argv)
     rows = policy_rows(curves(args.out))
     if not rows:

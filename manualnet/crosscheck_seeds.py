@@ -6,8 +6,7 @@ import argparse
 import sys
 import time
 
-from _args import positive_int
-
+from manualnet.argtypes import positive_int
 from manualnet.crosscheck import PROFILES
 from manualnet.net_crosscheck import LOSS, NET
 

@@ -1,9 +1,35 @@
-"""The autograd reference: the same function as manualnet.TwoLayerNet, built from nn.Linear and nn.ReLU."""
+"""The net's plain-torch reference: the same function as manualnet's hand-written Functions, by autograd.
+
+Two forms of one computation, nn.Linear's and F.cross_entropy's math (nn.Linear stores its weight as (out, in), so
+TwoLayerNet's w1 (D,H) and w2 (H,C) enter transposed):
+    reference_net, reference_net_both, reference_net_loss   functions of (x, w1, b1, w2, b2[, y]) in TwoLayerNet's
+                                                            layout: the harness's references (manualnet.net_crosscheck)
+    reference_from                                          an nn.Sequential(Flatten, Linear, ReLU, Linear) holding a
+                                                            copy of a TwoLayerNet's weights: the Lightning module's
+                                                            impl "autograd", the live cross-check, the benchmark
+"""
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from manualnet import TwoLayerNet
+from manualnet.module import TwoLayerNet
+
+
+def reference_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """s2 = relu(x w1 + b1) w2 + b2 as nn.Linear computes it (weights stored transposed)."""
+    return F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2)
+
+
+def reference_net_both(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+    """(s2, x2), the two outputs of TwoLayerNetFn."""
+    x2 = F.relu(F.linear(x, w1.T, b1))
+    return F.linear(x2, w2.T, b2), x2
+
+
+def reference_net_loss(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
+    """The mean softmax cross-entropy of reference_net's logits against labels y (N,)."""
+    return F.cross_entropy(reference_net(x, w1, b1, w2, b2), y)
 
 
 def reference_from(model: TwoLayerNet) -> nn.Sequential:

@@ -1,4 +1,4 @@
-"""argparse types shared by the scripts (imported as `from _args import ...`: a script's own folder is on its path)."""
+"""argparse types shared by the command-line tools (manualnet.gradient_report, lightning_ref.crosscheck_train, ...)."""
 
 import argparse
 

@@ -1,8 +1,8 @@
 """Sharpness of a trained net: the largest eigenvalue of the Hessian of the full-batch training loss with respect to
 the parameters, by Lanczos on Hessian-vector products through the hand-written Functions (manualnet.hvp).
 
-    python scripts/sharpness.py                         # H=100, 5 epochs of SGD on 5,000 generated CIFAR-sized images
-    python scripts/sharpness.py --hidden 512 --epochs 10 --lr 0.02
+    python -m lightning_ref.sharpness      # H=100, 5 epochs of SGD on 5,000 generated CIFAR-sized images
+    python -m lightning_ref.sharpness --hidden 512 --epochs 10 --lr 0.02
 
 Trains TwoLayerNet (seeded) with SGD (momentum 0.9) on the generated data set of lightning_ref.data ("synthetic":
 class colour patterns plus noise, normalised per channel), without Lightning's Trainer, then prints the loss, the
@@ -11,19 +11,13 @@ loss over the whole training set, in float64 (the weights and images cast), to a
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout that is not pip-installed
-
-from _args import positive_int  # noqa: E402
-
-from lightning_ref.data import ImageDataModule, TensorBatches  # noqa: E402
-from manualnet import TwoLayerNet  # noqa: E402
-from manualnet.hvp import sharpness  # noqa: E402
+from lightning_ref.data import ImageDataModule, TensorBatches
+from manualnet import TwoLayerNet
+from manualnet.argtypes import positive_int
+from manualnet.hvp import sharpness
 
 
 def full_batch(dm: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,8 @@ import time
 
 import lightning as L
 import torch
-from bench_timing import spread, sync
+
+from lightning_ref.bench.timing import spread, sync
 
 EPOCH_IMAGES, EPOCH_BATCH, EPOCH_HIDDEN, VAL_IMAGES = 50_000, 512, 512, 5_000
 

@@ -1,9 +1,9 @@
 """Forward mode's cost: the hand-written jvp against the forward, and the Hessian-vector product through the Functions
 (manualnet.hvp.loss_hvp, forward over reverse) against double backward and torch.func forward over reverse of the
-plain-torch reference, at scripts/benchmark.py's shapes (README, performance section).
+plain-torch reference, at the step benchmark's shapes (docs/performance.md).
 
-    python scripts/bench_forward.py                # every shape, markdown on stdout
-    python scripts/bench_forward.py --quick --json runs/bench/forward.json
+    python -m lightning_ref.bench.forward                # every shape, markdown on stdout
+    python -m lightning_ref.bench.forward --quick --json runs/bench/forward.json
 
 Timed on x (N,D) float32, labels y (N,), C classes, tangents v on the four parameters (x has none, as in training):
     forward      two_layer_net(x, w1, b1, w2, b2) under no_grad: s2 only
@@ -12,32 +12,26 @@ Timed on x (N,D) float32, labels y (N,), C classes, tangents v on the four param
     hvp          loss_hvp: H v through the Functions (their jvp over their backward)
     hvp_double   the reference (nn.Linear's and F.cross_entropy's math) by double backward: d/dp <dL/dp, v>
     hvp_func     the reference by torch.func.jvp(torch.func.grad(loss)): PyTorch's own forward over reverse
-Timing as scripts/benchmark.py's: every callable timed interleaved (round robin, the order rotated every round) after
-warm-up, a fast one over several back-to-back calls per sample; medians with quartiles. A ratio is taken per round
-(the two callables timed side by side) and its median and quartiles reported. The timing helpers are copied from
-scripts/benchmark.py (its CPU branch), which is being reorganised.
+Timing as the step benchmark's (lightning_ref.bench.timing): every callable timed interleaved (round robin, the order
+rotated every round) after warm-up, a fast one over several back-to-back calls per sample; medians with quartiles. A
+ratio is taken per round (the two callables timed side by side) and its median and quartiles reported.
 """
 
 import argparse
 import json
 import math
-import platform
-import sys
 from pathlib import Path
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout that is not pip-installed
+from lightning_ref.bench.benchmark import SHAPES
+from lightning_ref.bench.report import environment
+from lightning_ref.bench.timing import interleaved, spread
+from manualnet import softmax_cross_entropy, two_layer_net
+from manualnet.hvp import loss_hvp
+from manualnet.reference import reference_net_loss
 
-from bench_timing import interleaved, spread  # noqa: E402
-
-from manualnet import softmax_cross_entropy, two_layer_net  # noqa: E402
-from manualnet.hvp import loss_hvp  # noqa: E402
-from manualnet.net_crosscheck import reference_net_loss  # noqa: E402
-
-SHAPES = [(512, 3072, 100, 10), (512, 3072, 512, 10), (512, 3072, 2048, 10), (64, 64, 64, 10)]  # benchmark.py's
 QUICK_SHAPES = [(512, 3072, 512, 10), (64, 64, 64, 10)]
 RATIOS = {
     "jvp / forward": ("jvp", "forward"),
@@ -115,9 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     reps = args.reps or (7 if args.quick else 21)
     rows = [bench_shape(s, reps, warmup=2) for s in (QUICK_SHAPES if args.quick else SHAPES)]
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    env = environment(torch.device("cpu"))
+    machine = f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}"
     print(f"{machine}; medians of {reps} interleaved rounds, ratios per round: median (quartiles)\n")
     print(markdown(rows))
     if args.json:

@@ -14,9 +14,9 @@ import sys
 from dataclasses import replace
 
 import torch
-from _args import positive_int
 
 from manualnet import TwoLayerNet
+from manualnet.argtypes import positive_int
 from manualnet.crosscheck import FLOOR, K
 from manualnet.net_crosscheck import NET_LOSS
 

@@ -1,13 +1,13 @@
 """Benchmarks: the manual backward against autograd, torch.compile and the GEMM floor; the data path against the usual
 DataLoader. Results as a markdown table on stdout, JSON with --json, a plot with --plot (docs/performance.md).
 
-    python scripts/benchmark.py --json runs/bench/benchmark.json --plot runs/bench/step_time.png
-    python scripts/benchmark.py --quick   # the goal shapes (H=512, H=2048, N=D=H=64), the epochs; fewer repetitions
+    python -m lightning_ref.bench --json runs/bench/benchmark.json --plot runs/bench/step_time.png
+    python -m lightning_ref.bench --quick   # the goal shapes (H=512, H=2048, N=D=H=64), the epochs; fewer repetitions
 
-The rooms: bench_timing.py (timing kit: CUDA events or perf_counter, interleaved repetitions after warm-up, the
-median with quartiles and range), bench_step.py (one training step per variant, the compiled step, the GEMM floor,
-saved bytes), bench_epoch.py (one epoch: Lightning fit as manualnet-train builds it, a bare loop, a DataLoader),
-bench_report.py (environment, goals, the tables), bench_plot.py (step time against H).
+The rooms (lightning_ref.bench): timing (CUDA events or perf_counter, interleaved repetitions after warm-up, the
+median with quartiles and range), step (one training step per variant, the compiled step, the GEMM floor, saved
+bytes), epoch (one epoch: Lightning fit as manualnet-train builds it, a bare loop, a DataLoader), report (environment,
+the goals of goals.yaml judged, the tables), plot (step time against H).
 """
 
 import argparse
@@ -18,13 +18,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runs from a checkout that is not pip-installed (the device check)
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this file, also when imported
-
-from bench_epoch import EPOCH_BATCH, EPOCH_HIDDEN, EPOCH_IMAGES, bench_epoch, epoch_data, lightning_fit  # noqa: E402
-from bench_report import environment, goals, markdown  # noqa: E402
-from bench_step import bench_shape, set_tf32  # noqa: E402
+from lightning_ref.bench.epoch import EPOCH_BATCH, EPOCH_HIDDEN, EPOCH_IMAGES, bench_epoch, epoch_data, lightning_fit
+from lightning_ref.bench.report import environment, goals, markdown
+from lightning_ref.bench.step import bench_shape, set_tf32
 
 SHAPES = [(512, 3072, 100, 10), (512, 3072, 512, 10), (512, 3072, 2048, 10), (64, 64, 64, 10)]
 QUICK_SHAPES = [(512, 3072, 512, 10), (512, 3072, 2048, 10), (64, 64, 64, 10)]  # every shape with a goal
@@ -152,12 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json is not None:
         print(f"json: {args.json}")
     if args.plot is not None and results["steps"]:
-        from bench_plot import plot_step_times
+        from lightning_ref.bench.plot import plot_step_times
 
         plot_step_times(results, args.plot)
         print(f"plot: {args.plot}")
     return results
-
-
-if __name__ == "__main__":
-    main()

@@ -19,11 +19,11 @@ out the storages of x, y and the parameters, which exist anyway; activations_per
 
 import torch
 import torch.nn.functional as F
-from bench_timing import interleaved, spread
 
-from lightning_ref.reference import reference_from
+from lightning_ref.bench.timing import interleaved, spread
 from manualnet import TwoLayerNet
 from manualnet.crosscheck.saved import saved_for_backward
+from manualnet.reference import reference_from
 
 VARIANTS = ("manual", "autograd", "autograd_compiled", "manual_compiled")
 SGD_LR = 1e-3  # the step-time SGD: small, so that thousands of steps leave the weights sane
