@@ -49,14 +49,14 @@ def _some(d: dict, n: int = 6) -> str:
 
 def holds(ckpt: dict) -> str:
     """What a checked checkpoint holds, in words: "TwoLayerClassifier (impl manual, hidden 16) of fashion-mnist
-    (root data), epoch 2"."""
+    (root data) after 8 optimizer steps"."""
     hp, data = ckpt["hyper_parameters"], ckpt.get("datamodule_hyper_parameters") or {}
     what = f"TwoLayerClassifier (impl {hp['impl']}, hidden {hp['hidden']})"
     if data.get("dataset"):
         what += f" of {data['dataset']} (root {data.get('root')})"
     elif hp.get("input_shape") is not None:
         what += f" of {tuple(hp['input_shape'])} images in {hp.get('num_classes')} classes"
-    return f"{what}, epoch {ckpt['epoch']}"
+    return f"{what} after {ckpt['global_step']} optimizer steps"
 
 
 def check_matches(ckpt: dict, path: str, model: TwoLayerClassifier, resume: bool) -> None:
