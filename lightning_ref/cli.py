@@ -10,7 +10,12 @@
 
 One number seeds a run: seed_everything (default 0) sets model.seed (the init) and data.seed (the validation split,
 the batch order and augmentation; the generated data set too) unless they are given on their own; with --ckpt_path
-they follow the checkpoint's model seed instead.
+they follow the checkpoint instead.
+
+With --ckpt_path, the model and the data module are rebuilt from what the checkpoint saved (its hyperparameters and
+the data module's arguments), so `manualnet-train test --ckpt_path C` needs no other option; an option given that
+contradicts the checkpoint is refused naming both values, but for where and how this machine reads the data
+(data.root, download, cache_dir, eval_batch_size, predict_split).
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
 says so on stderr: its values replace the code's defaults, options given on the command line override them, and
@@ -20,10 +25,11 @@ Every run writes into a new folder under trainer.default_root_dir (runs/): the f
 is a CSV or TensorBoard logger (runs/manualnet/version_k with the default CSVLogger, whose save_dir follows
 default_root_dir), else default_root_dir/manualnet/version_k. It holds config.yaml, checkpoints/{best-*.ckpt,last.ckpt},
 the loggers' files, and after fit: metrics.json, curves.png, w1.png (from the run's own epoch history, whatever the
-loggers); after predict: predictions.csv. A resumed run (--ckpt_path) gets a new folder too, so nothing saved before
-is ever overwritten; it continues the checkpoint's history and best checkpoint. A usage error (a bad option, missing
-or bad data, an unusable checkpoint) stops the run before any work with one line on stderr and exit code 2; any
-other exception keeps its traceback.
+loggers); after predict: predictions.csv. fit ends by printing the test's accuracy and loss with the checkpoint
+tested, then the run folder, then `metrics: <path>`. A resumed run (--ckpt_path) gets a new folder too, so nothing
+saved before is ever overwritten; it continues the checkpoint's history and best checkpoint. A usage error (a bad
+option, missing or bad data, an unusable checkpoint) stops the run before any work with one line on stderr and exit
+code 2; any other exception keeps its traceback.
 """
 
 import importlib
@@ -207,7 +213,8 @@ class ManualNetCLI(SubcommandHooks):
     def _fill_seeds(self) -> None:
         """model.seed (the init) and data.seed (the validation split, the batch order and augmentation) when not given:
         seed_everything's value (0 when it is false); with --ckpt_path, the checkpoint's model seed instead, so that a
-        resumed or evaluated run keeps the split and order it was trained with."""
+        resumed or evaluated run keeps the split and order it was trained with (resolve_config has set both already
+        when the checkpoint saved the data module's arguments)."""
         cfg = self.config[self.subcommand]
         seed = cfg.seed_everything if cfg.seed_everything is not False else 0  # an int once LightningCLI has seeded
         if self._ckpt is not None:
@@ -302,17 +309,12 @@ class ManualNetCLI(SubcommandHooks):
 
 def fit_summary(metrics: dict, run_dir: Path, test_images: int) -> str:
     """What a fit prints at its end: the test's accuracy and loss and the checkpoint tested, then the run folder."""
-    m = metrics
-    if m["tested_ckpt"] is None:
-        test = "test: none (--test false)"
-    else:
-        acc, loss = (f"{v:.4f}" if v is not None else "n/a" for v in (m["test_acc"], m["test_loss"]))
-        test = f"test: test_acc {acc}, test_loss {loss} ({test_images} {m['dataset']} test images, {m['tested_ckpt']})"
-    return f"{test}\nrun folder: {run_dir} (epochs {m['epochs']}, best val_acc {_fmt(m['val_acc'])})"
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+    m = {k: "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else v for k, v in metrics.items()}
+    test = "test: none (--test false)"
+    if metrics["tested_ckpt"] is not None:
+        test = f"test: test_acc {m['test_acc']}, test_loss {m['test_loss']} "
+        test += f"({test_images} {m['dataset']} test images, {m['tested_ckpt']})"
+    return f"{test}\nrun folder: {run_dir} (epochs {m['epochs']}, best val_acc {m['val_acc']})"
 
 
 def saved_args(hparams: dict, cls: type) -> dict[str, object]:
