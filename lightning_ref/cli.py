@@ -10,7 +10,12 @@
 
 One number seeds a run: seed_everything (default 0) sets model.seed (the init) and data.seed (the validation split,
 the batch order and augmentation; the generated data set too) unless they are given on their own; with --ckpt_path
-they follow the checkpoint's model seed instead.
+they follow the checkpoint instead.
+
+With --ckpt_path, the model and the data module are rebuilt from what the checkpoint saved (its hyperparameters and
+the data module's arguments), so `manualnet-train test --ckpt_path C` needs no other option; an option given that
+contradicts the checkpoint is refused naming both values, but for where and how this machine reads the data
+(data.root, download, cache_dir, eval_batch_size, predict_split).
 
 Without --config, a subcommand runs the packaged recipe of its data set (lightning_ref/recipes/<dataset>.yaml) and
 says so on stderr: its values replace the code's defaults, options given on the command line override them, and
@@ -20,10 +25,11 @@ Every run writes into a new folder under trainer.default_root_dir (runs/): the f
 is a CSV or TensorBoard logger (runs/manualnet/version_k with the default CSVLogger, whose save_dir follows
 default_root_dir), else default_root_dir/manualnet/version_k. It holds config.yaml, checkpoints/{best-*.ckpt,last.ckpt},
 the loggers' files, and after fit: metrics.json, curves.png, w1.png (from the run's own epoch history, whatever the
-loggers); after predict: predictions.csv. A resumed run (--ckpt_path) gets a new folder too, so nothing saved before
-is ever overwritten; it continues the checkpoint's history and best checkpoint. A usage error (a bad option, missing
-or bad data, an unusable checkpoint) stops the run before any work with one line on stderr and exit code 2; any
-other exception keeps its traceback.
+loggers); after predict: predictions.csv. fit ends by printing the test's accuracy and loss with the checkpoint
+tested, then the run folder, then `metrics: <path>`. A resumed run (--ckpt_path) gets a new folder too, so nothing
+saved before is ever overwritten; it continues the checkpoint's history and best checkpoint. A usage error (a bad
+option, missing or bad data, an unusable checkpoint) stops the run before any work with one line on stderr and exit
+code 2; any other exception keeps its traceback.
 """
 
 import importlib
@@ -42,16 +48,17 @@ from lightning_ref.cache import DataMissingError
 from lightning_ref.checkpoint import ModelCheckpoint
 from lightning_ref.data import ImageDataModule
 from lightning_ref.defaults import CHECKPOINT_DEFAULTS, ROOT_DIR, SEED, TRAINER_DEFAULTS, run_callbacks
+from lightning_ref.errors import UsageError, as_usage_error
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.lightning_private import SubcommandHooks
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.outputs import PredictionsCSV, fit_metrics, write_fit_outputs
+from lightning_ref.quiet import silence_unactionable
 from lightning_ref.recipe import RecipeParser, recipe_keys
 from lightning_ref.recorder import RunRecorder
-from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint, check_matches, check_model_options
+from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint, check_matches, checkpoint_options, holds
 from lightning_ref.run_folder import RunConfig, check_writable, discard_unused_run_dir, run_folder
 from lightning_ref.sources import DataFileError
-from manualnet.validate import UsageError
 
 # The config's groups and their classes; the model's options that the data module sets (linked).
 GROUPS = {
@@ -62,8 +69,12 @@ GROUPS = {
     "crosscheck": GradientCrossCheck,
 }
 LINKED = {("model", "input_shape"), ("model", "num_classes")}
-# The model's options a user gives: a checkpoint's hyperparameters fill those not given, and refuse those that differ.
+# The model's and the data module's options a user gives: with --ckpt_path, what the checkpoint saved fills those not
+# given, and refuses those that differ, except DATA_LOCAL: where this machine has the data and how it reads it, which
+# may differ from the machine that saved the checkpoint (the same images from another folder).
 MODEL_OPTIONS = [f"model.{k}" for k in inspect.signature(TwoLayerClassifier).parameters if ("model", k) not in LINKED]
+DATA_OPTIONS = [f"data.{k}" for k in inspect.signature(ImageDataModule).parameters]
+DATA_LOCAL = {"root", "download", "cache_dir", "eval_batch_size", "predict_split"}
 SEEDS = ("model.seed", "data.seed")  # None until _fill_seeds: seed_everything's value, or the checkpoint's seed
 
 
@@ -90,11 +101,13 @@ class ManualNetCLI(SubcommandHooks):
                 "checkpoint, whose val_acc is biased up by that choice; README: Results)",
             )
         # Unset until resolve_config: what the user gave is then told from what the recipe, checkpoint or code sets.
-        parser.leave_unset(sorted((set(MODEL_OPTIONS) - set(SEEDS)) | recipe_keys()))
+        parser.leave_unset(sorted((set(MODEL_OPTIONS) | set(DATA_OPTIONS) | recipe_keys()) - set(SEEDS)))
         self._parsers[subcommand] = parser
         parser.description = (
             f"{parser.description} Without --config, its data set's recipe (lightning_ref/recipes/<dataset>.yaml) "
-            "sets some options: --help shows the code's defaults, --print_config shows the values a run gets."
+            "sets some options: --help shows the code's defaults, --print_config shows the values a run gets. With "
+            "--ckpt_path, the checkpoint's model and data options are used; one given that differs is refused, but "
+            f"for data.{{{','.join(sorted(DATA_LOCAL))}}} (where this machine has the data, how it reads it)."
         )
         parser.set_defaults(dict.fromkeys(SEEDS))
 
@@ -110,12 +123,20 @@ class ManualNetCLI(SubcommandHooks):
             "unseeded, the two seeds 0.",
         )
 
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """LightningCLI's core groups and ours, the project's first: model, data, crosscheck, checkpoint, then
+        Lightning's trainer (--help lists them in this order)."""
+        parser.add_lightning_class_args(self._model_class, "model")
+        parser.add_lightning_class_args(self._datamodule_class, "data")
+        parser.add_lightning_class_args(GradientCrossCheck, "crosscheck")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
-        parser.add_lightning_class_args(GradientCrossCheck, "crosscheck")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         try:
@@ -130,20 +151,33 @@ class ManualNetCLI(SubcommandHooks):
         self._ckpt = check_checkpoint(path) if path else None
 
     def resolve_config(self) -> None:
-        """After the parse: a model option the user gave (on the command line or in a config file) that contradicts
-        the checkpoint is refused, and the checkpoint's hyperparameters fill the others; then each option left unset
-        takes its data set's recipe value when no --config is given (said on stderr), else the code's default."""
+        """After the parse: a model or data option the user gave (on the command line or in a config file) that
+        contradicts the checkpoint is refused (but for DATA_LOCAL), and what the checkpoint saved fills the others;
+        then each option left unset takes its data set's recipe value when no --config is given (said on stderr),
+        else the code's default."""
         sub = self.config.get("subcommand")
         if sub is None:
             return
         if self._ckpt is not None:
-            cfg = self.config[sub]
-            given = {k.removeprefix("model."): cfg[k] for k in MODEL_OPTIONS if cfg.get(k) is not None}
-            hp = check_model_options(self._ckpt, cfg.ckpt_path, given)
-            self.config = self.parser.parse_object({sub: {"model": hp}}, self.config)
+            cfg, ckpt = self.config[sub], self._ckpt
+            model = saved_args(ckpt["hyper_parameters"], TwoLayerClassifier)
+            data = saved_args(ckpt.get("datamodule_hyper_parameters") or {}, ImageDataModule)  # {}: saved before
+            filled = {
+                group: checkpoint_options(saved, cfg.ckpt_path, group, self._given(group, options), free)
+                for group, saved, options, free in (
+                    ("model", model, MODEL_OPTIONS, set()),
+                    ("data", data, DATA_OPTIONS, DATA_LOCAL),
+                )
+            }
+            self.config = self.parser.parse_object({sub: filled}, self.config)
         cfg = self.config[sub]
         use_recipe = not (self.config.get("config") or cfg.get("config"))
         self._parsers[sub].resolve(cfg, use_recipe)
+
+    def _given(self, group: str, options: list[str]) -> dict[str, object]:
+        """The options of `group` the user gave (set by the parse: the others are still None)."""
+        cfg = self.config[self.config.subcommand]
+        return {k.removeprefix(f"{group}."): cfg[k] for k in options if cfg.get(k) is not None}
 
     def before_instantiate_classes(self) -> None:
         """The seeds not given on their own follow seed_everything; loggers left at their default save_dir follow
@@ -165,10 +199,22 @@ class ManualNetCLI(SubcommandHooks):
                 why = f"{type(e).__name__}: {' '.join(str(e).split())}"
                 raise UsageError(f"trainer.logger: {spec.class_path} cannot be built ({why})") from None
 
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, with a ValueError or TypeError of an argument check (manualnet's, the classes') turned into
+        a UsageError: a one-line error."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as e:
+            usage = as_usage_error(e)
+            if usage is e:
+                raise
+            raise usage from e
+
     def _fill_seeds(self) -> None:
         """model.seed (the init) and data.seed (the validation split, the batch order and augmentation) when not given:
         seed_everything's value (0 when it is false); with --ckpt_path, the checkpoint's model seed instead, so that a
-        resumed or evaluated run keeps the split and order it was trained with."""
+        resumed or evaluated run keeps the split and order it was trained with (resolve_config has set both already
+        when the checkpoint saved the data module's arguments)."""
         cfg = self.config[self.subcommand]
         seed = cfg.seed_everything if cfg.seed_everything is not False else 0  # an int once LightningCLI has seeded
         if self._ckpt is not None:
@@ -211,7 +257,7 @@ class ManualNetCLI(SubcommandHooks):
 
     def after_fit(self) -> None:
         """Test the checkpoint --test_ckpt names (unless --test false), then write metrics.json and the two pictures
-        from the run's own history and print where they are."""
+        from the run's own history, and print what the test measured on which checkpoint, and where the run is."""
         trainer, ckpt_cb = self.trainer, self.trainer.checkpoint_callback
         tested, tested_ckpt = None, None
         if self.config.fit.test:
@@ -226,18 +272,55 @@ class ManualNetCLI(SubcommandHooks):
         metrics = fit_metrics(trainer, self.model, self.datamodule, self.recorder, tested, tested_ckpt, ckpt_path)
         path = write_fit_outputs(self.recorder.run_dir, metrics, self.model, self.datamodule)
         sys.stdout.flush()
+        print(fit_summary(metrics, self.recorder.run_dir, len(self.datamodule.y_test) if tested else 0), flush=True)
         print(f"metrics: {path}", flush=True)
+
+    def fit(self, **kwargs) -> None:
+        self._run(self.trainer.fit, **kwargs)
+
+    def validate(self, **kwargs) -> None:
+        self._run(self.trainer.validate, **kwargs)
+
+    def test(self, **kwargs) -> None:
+        self._run(self.trainer.test, **kwargs)
+
+    def _run(self, method, **kwargs) -> None:
+        """The trainer's `method`; with --ckpt_path, a data set missing or bad here says what the checkpoint holds."""
+        try:
+            method(**kwargs)
+        except (DataMissingError, DataFileError) as e:
+            if self._ckpt is None or self.recorder.started:
+                raise
+            path = self.config[self.subcommand].ckpt_path
+            why = " ".join(str(e).split())
+            raise UsageError(f"ckpt_path: {path} holds {holds(self._ckpt)}, but here: {why}") from e
 
     def predict(self, **kwargs) -> None:
         """Predict the data module's predict_split with the checkpoint; write predictions.csv into the run folder and
         print its path."""
         path = self.recorder.run_dir / "predictions.csv"
         self.trainer.callbacks.append(PredictionsCSV(path))
-        self.trainer.predict(**kwargs)
+        self._run(self.trainer.predict, **kwargs)
         if not self.trainer.is_global_zero:
             return
         sys.stdout.flush()
         print(f"predictions: {path}", flush=True)
+
+
+def fit_summary(metrics: dict, run_dir: Path, test_images: int) -> str:
+    """What a fit prints at its end: the test's accuracy and loss and the checkpoint tested, then the run folder."""
+    m = {k: "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else v for k, v in metrics.items()}
+    test = "test: none (--test false)"
+    if metrics["tested_ckpt"] is not None:
+        test = f"test: test_acc {m['test_acc']}, test_loss {m['test_loss']} "
+        test += f"({test_images} {m['dataset']} test images, {m['tested_ckpt']})"
+    return f"{test}\nrun folder: {run_dir} (epochs {m['epochs']}, best val_acc {m['val_acc']})"
+
+
+def saved_args(hparams: dict, cls: type) -> dict[str, object]:
+    """The hyperparameters a checkpoint saved that are arguments of `cls` (not Lightning's own, e.g. _instantiator)."""
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in hparams.items() if k in params}
 
 
 def with_valid_keys(message: str) -> str:
@@ -255,6 +338,7 @@ def with_valid_keys(message: str) -> str:
 
 def build_cli(args, recorder: RunRecorder) -> ManualNetCLI:
     """manualnet-train's LightningCLI on `args` (as on the command line; None: sys.argv), run."""
+    silence_unactionable()
     return ManualNetCLI(
         TwoLayerClassifier,
         ImageDataModule,

@@ -18,9 +18,10 @@ from torchvision import datasets
 
 from lightning_ref.batches import TensorBatches
 from lightning_ref.cache import cache_folder, find_files, load_split
+from lightning_ref.errors import UsageError
 from lightning_ref.seeds import VAL_STREAM, seeded_generator
 from lightning_ref.synthetic import generate
-from manualnet.validate import UsageError, check_int, check_labels
+from manualnet.validate import check_int, check_labels
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,22 @@ class ImageDataModule(L.LightningDataModule):
     images of `predict_split` ("test", "val" or "train") in order, as the test split's are given.
     "synthetic": CIFAR-shaped images of 10 classes (class colour patterns plus noise), `synthetic_train` for training
     (validation included) and `synthetic_test` for testing, generated from `seed`.
+
+    Args:
+        dataset: cifar10, cifar100, mnist, fashion-mnist or synthetic (generated; no files).
+        root: the folder holding the data set (torchvision's layout, or the original files themselves).
+        batch_size: training images per optimizer step and process.
+        val_size: training images held out for validation (0: no validation).
+        crop_pad: random crops of the image zero-padded by this many pixels (0: no crop).
+        flip: mirror half the training images left-right (refused for MNIST).
+        download: download a missing data set into root (torchvision's layout).
+        cache_dir: where the decoded splits are cached (default: beside the data, else the user cache folder).
+        seed: the validation split, the batch order and augmentation (and synthetic's images); the CLI sets it from
+            seed_everything.
+        eval_batch_size: images per batch in validation, test and predict.
+        synthetic_train: synthetic's training images (validation included).
+        synthetic_test: synthetic's test images.
+        predict_split: the split predict runs on: test, val or train.
     """
 
     def __init__(
@@ -92,6 +109,10 @@ class ImageDataModule(L.LightningDataModule):
         predict_split: Literal["test", "val", "train"] = "test",
     ) -> None:
         super().__init__()
+        # The arguments go into every checkpoint (datamodule_hyper_parameters), so that test, validate and predict
+        # rebuild this data module from a checkpoint alone. Not to the logger: the model logs its own hyperparameters,
+        # and Lightning refuses to log two different values of one key (both have a `seed`).
+        self.save_hyperparameters(logger=False)
         if dataset not in SPECS:
             raise UsageError(f"dataset: expected one of {', '.join(map(repr, SPECS))}, got {dataset!r}")
         for name, path in (("root", root), ("cache_dir", cache_dir)):

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_ref.errors import UsageError
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import GradDiff, compare_all, format_table
 from manualnet.reference import copy_to_reference, reference_from, reference_grads
-from manualnet.validate import UsageError, check_int
+from manualnet.validate import check_int
 
 
 class GradientMismatchError(RuntimeError):
@@ -33,6 +34,12 @@ class GradientCrossCheck(L.Callback):
 
     every_n_steps=0 turns the check off. It checks only models whose `net` is a manualnet.TwoLayerNet (impl="manual").
     Cost: one extra forward and backward of the reference every `every_n_steps` steps.
+
+    Args:
+        every_n_steps: check the gradients every this many optimizer steps (the first step included); 0: never.
+        rtol: a parameter's gradient fails when max |g - g_ref| > atol + rtol * max |g_ref|.
+        atol: the absolute part of that tolerance.
+        on_mismatch: what a failed check does: warn (GradientMismatchWarning) or raise (GradientMismatchError).
     """
 
     def __init__(

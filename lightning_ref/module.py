@@ -27,10 +27,11 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ref.errors import UsageError
 from lightning_ref.gradient_check import GradientCrossCheck
 from manualnet import TwoLayerNet, softmax_cross_entropy
 from manualnet.reference import reference_from
-from manualnet.validate import UsageError, check_int
+from manualnet.validate import check_int
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -54,6 +55,20 @@ class TwoLayerClassifier(L.LightningModule):
     test or predict starts (configure_model). Every other argument is a hyperparameter. All are saved in checkpoints
     (save_hyperparameters), so load_from_checkpoint rebuilds the model.
     momentum and nesterov are SGD's (AdamW keeps its default betas); weight_decay applies to w1 and w2 only.
+
+    Args:
+        input_shape: the images' (channels, height, width); the CLI sets it from the data module.
+        num_classes: the number of classes C; the CLI sets it from the data module.
+        impl: manual (the hand-written backward, manualnet.TwoLayerNet) or autograd (nn.Linear/ReLU, for comparison).
+        hidden: the hidden layer's width H.
+        seed: the weights' init (w1 ~ N(0, 2/D), w2 ~ N(0, 1/H), biases 0); the CLI sets it from seed_everything.
+        optimizer: sgd (with momentum and nesterov) or adamw.
+        lr: the peak learning rate of the schedule.
+        momentum: SGD's momentum (ignored by adamw).
+        nesterov: SGD with Nesterov momentum (needs momentum > 0; ignored by adamw).
+        weight_decay: decoupled (adamw) or L2 (sgd) weight decay on w1 and w2, not on the biases.
+        schedule: the learning rate per optimizer step: onecycle (warm-up to lr, then down) or cosine (lr down to 0).
+        compile: run each training step as one torch.compile'd function (CUDA graphs on a GPU; one device only).
     """
 
     def __init__(
@@ -212,9 +227,11 @@ class TwoLayerClassifier(L.LightningModule):
         opt.step()
         return loss.detach(), s2.detach()
 
-    def on_train_epoch_end(self) -> None:
-        # Metric objects: Lightning computes them (synced over the ranks under DDP) and resets them for the next epoch
-        self.log("train_loss_epoch", self.train_loss)
+    def on_train_epoch_start(self) -> None:
+        # Metric objects, logged once per epoch (training_step updates them): Lightning computes them at the epoch end
+        # (synced over the ranks under DDP), when the progress bar shows the epoch's mean loss (the bar reads it then,
+        # not every step), and resets them for the next epoch.
+        self.log("train_loss_epoch", self.train_loss, prog_bar=True)
         self.log("train_acc", self.train_acc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Tensor, Tensor]:

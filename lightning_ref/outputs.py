@@ -6,7 +6,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.plots import plot_curves, plot_w1
@@ -29,6 +28,7 @@ def fit_metrics(
         "epochs": trainer.current_epoch,  # epochs completed, counting those before a resume
         "hidden": hp.hidden,
         "test_acc": number(tested[0].get("test_acc")) if tested else None,
+        "test_loss": number(tested[0].get("test_loss")) if tested else None,
         "tested_ckpt": tested_ckpt if tested else None,
         # the best checkpoint's score: its val_acc when (as by default) val_acc is the monitored metric
         "monitor": ckpt_cb.monitor if ckpt_cb is not None else None,
@@ -60,23 +60,24 @@ def write_fit_outputs(run_dir: Path, metrics: dict, model, datamodule) -> Path:
     return path
 
 
-class PredictionsCSV(BasePredictionWriter):
+class PredictionsCSV(L.Callback):
     """predictions.csv, written batch by batch as predict runs (so it needs no predictions kept in memory:
     `--return_predictions false` works): one row per image in the split's order: index, label, predicted class,
-    then p_0..p_{C-1}, from predict_step's (p (N,C), y (N,)). Every rank predicts the whole split; rank 0 writes."""
+    then p_0..p_{C-1}, from predict_step's (p (N,C), y (N,)). Every rank predicts the whole split; rank 0 writes.
+    A plain callback, not Lightning's BasePredictionWriter: the rows are numbered in the split's order, so it needs
+    no batch indices, which Lightning finds only in a DataLoader's sampler (and warns when it can't)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(write_interval="batch")
         self.path = path
         self.rows = 0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = 0
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.is_global_zero:
             return
-        p, y = prediction[0].float().cpu(), prediction[1].cpu()
+        p, y = outputs[0].float().cpu(), outputs[1].cpu()
         if self.rows == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             header = ",".join(["index", "label", "predicted", *(f"p_{c}" for c in range(p.shape[1]))])

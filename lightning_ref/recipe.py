@@ -10,7 +10,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
-from manualnet.validate import UsageError
+from lightning_ref.errors import UsageError
 
 RECIPES = Path(__file__).with_name("recipes")  # one <dataset>.yaml per data set, shipped as package data
 
@@ -49,6 +49,8 @@ def fill_unset(cfg: Namespace, defaults: dict[str, object], use_recipe: bool) ->
     """Give each option of `defaults` (key -> the code's default) that the parse left unset (None) its value: the
     recipe's, when `use_recipe` (no --config given) and the recipe of cfg's data set sets it, else the code's. Returns
     the recipe it used, if any."""
+    if cfg.get("data.dataset") is None:  # first: the data set picks the recipe
+        cfg["data.dataset"] = defaults["data.dataset"]
     recipe = recipe_of(cfg.data.dataset) if use_recipe else None
     values = {**defaults, **(recipe_defaults(recipe) if recipe is not None else {})}
     for key in defaults:
@@ -75,7 +77,8 @@ class RecipeParser(LightningArgumentParser):
             print(f"manualnet-train: recipe {recipe} (no --config given; --config FILE runs another)", file=sys.stderr)
 
     def dump(self, cfg: Namespace, *args, **kwargs) -> str:
-        if any(cfg.get(k) is None for k in self.unset):  # --print_config, which prints inside the parse
+        # --print_config, which prints inside the parse (an option whose code default is None is None when resolved)
+        if any(cfg.get(k) is None and default is not None for k, default in self.unset.items()):
             cfg = cfg.clone()
             self.resolve(cfg, use_recipe=not cfg.get("config"))
         return super().dump(cfg, *args, **kwargs)

@@ -1,13 +1,13 @@
 """Resuming and reading checkpoints: a checkpoint checked before any work and read once, with
-torch.load(weights_only=True) on every path; a model option that contradicts the checkpoint's refused."""
+torch.load(weights_only=True) on every path; a model or data option that contradicts the checkpoint's refused."""
 
 import os
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from lightning_ref.errors import UsageError
 from lightning_ref.module import TwoLayerClassifier
-from manualnet.validate import UsageError
 
 # The keys every Lightning checkpoint of this model holds; a file without them is not one of ours.
 CKPT_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
@@ -28,16 +28,48 @@ def check_checkpoint(path: str) -> dict:
         ) from None
     missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise UsageError(f"ckpt_path: {path} is not a Lightning checkpoint (missing {', '.join(missing)})")
+        got = f"keys {_some(ckpt)}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise UsageError(
+            f"ckpt_path: {path} is not a Lightning checkpoint (missing {', '.join(missing)}; it holds {got})"
+        )
     hp = ckpt["hyper_parameters"]
     if not isinstance(hp, dict) or "impl" not in hp or "hidden" not in hp:
-        raise UsageError(f"ckpt_path: {path} is not a TwoLayerClassifier checkpoint (no impl/hidden hyperparameters)")
+        got = f"hyperparameters {_some(hp)}" if isinstance(hp, dict) else f"hyperparameters of type {type(hp).__name__}"
+        raise UsageError(
+            f"ckpt_path: {path} is not a TwoLayerClassifier checkpoint (no impl/hidden hyperparameters; it holds {got})"
+        )
     return ckpt
+
+
+def _some(d: dict, n: int = 6) -> str:
+    """The first n keys of d, for a message: "state, epoch, ... (9 in all)"."""
+    keys = [str(k) for k in d]
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "") if keys else "nothing"
+
+
+def holds(ckpt: dict) -> str:
+    """What a checked checkpoint holds, in words: "TwoLayerClassifier (impl manual, hidden 16) of fashion-mnist
+    (root data) after 8 optimizer steps"."""
+    hp, data = ckpt["hyper_parameters"], ckpt.get("datamodule_hyper_parameters") or {}
+    what = f"TwoLayerClassifier (impl {hp['impl']}, hidden {hp['hidden']})"
+    if data.get("dataset"):
+        what += f" of {data['dataset']} (root {data.get('root')})"
+    elif hp.get("input_shape") is not None:
+        what += f" of {tuple(hp['input_shape'])} images in {hp.get('num_classes')} classes"
+    return f"{what} after {ckpt['global_step']} optimizer steps"
 
 
 def check_matches(ckpt: dict, path: str, model: TwoLayerClassifier, resume: bool) -> None:
     """UsageError unless the checkpoint's weights fit `model` (names and shapes) and, to resume a fit, it holds the
     optimizer and loop state."""
+    hp, shape = ckpt["hyper_parameters"], getattr(model, "input_shape", None)
+    saved = (hp.get("input_shape"), hp.get("num_classes"))
+    if None not in saved and (tuple(saved[0]), saved[1]) != (tuple(shape), model.hparams.num_classes):
+        raise UsageError(
+            f"ckpt_path: {path} holds a net for {tuple(saved[0])} images in {saved[1]} classes; the data set here "
+            f"gives {tuple(shape)} images in {model.hparams.num_classes} classes (give the data set it was trained "
+            "on: --data.dataset)"
+        )
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
     if want != have:
@@ -60,17 +92,19 @@ class PreloadedCheckpointIO(TorchCheckpointIO):
         return ckpt if ckpt is not None else torch.load(path, map_location=map_location, weights_only=True)
 
 
-def check_model_options(ckpt: dict, path: str, given: dict[str, object]) -> dict:
-    """The checkpoint's hyperparameters (for the config), after refusing a model option the user gave (`given`:
-    key -> value) that contradicts them."""
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "_instantiator"}
+def checkpoint_options(
+    saved: dict, path: str, group: str, given: dict[str, object], free: set[str] = frozenset()
+) -> dict:
+    """The options of `group` the checkpoint saved (`saved`: key -> value) that the user did not give, after refusing
+    one the user gave (`given`: key -> value) that contradicts the checkpoint, unless it is in `free` (it may
+    differ)."""
     for key, value in given.items():
-        if key in hp and not same(value, hp[key]):
+        if key in saved and key not in free and not same(value, saved[key]):
             raise UsageError(
-                f"model.{key}: the checkpoint {path} has {hp[key]!r}, got {value!r} "
-                f"(a checkpoint's model is used as it was saved: drop --model.{key} or give {hp[key]!r})"
+                f"{group}.{key}: the checkpoint {path} has {saved[key]!r}, got {value!r} "
+                f"(a checkpoint's {group} is used as it was saved: drop --{group}.{key} or give {saved[key]!r})"
             )
-    return hp
+    return {k: v for k, v in saved.items() if k not in given}
 
 
 def same(a: object, b: object) -> bool:

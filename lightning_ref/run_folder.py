@@ -8,7 +8,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_ref.defaults import RUN_NAME
-from manualnet.validate import UsageError
+from lightning_ref.errors import UsageError
 
 FIT_ONLY = ("test", "test_ckpt")  # the options only fit has (ManualNetCLI.add_subcommand_arguments)
 

@@ -20,17 +20,10 @@ def autocast_dtype_of(t: Tensor, autocast: torch.dtype | None) -> torch.dtype:
     return autocast if autocast is not None and t.dtype in AUTOCAST_ELIGIBLE else t.dtype
 
 
-class UsageError(ValueError):
-    """A bad option or argument value, named in the message: what the user asked for, not a bug in the code.
-
-    The training CLI reports these as one line (exit code 2) when they stop a run before any work; every other
-    exception keeps its traceback there. A ValueError, so callers that catch ValueError still catch it."""
-
-
 def check_int(name: str, value: object, low: int) -> None:
-    """`name` must be an int (not a bool) >= low (UsageError otherwise)."""
+    """`name` must be an int (not a bool) >= low (ValueError otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UsageError(f"{name}: expected an integer >= {low}, got {value!r}")
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def check_tensor(name: str, t: object, dim: int) -> None:

@@ -20,11 +20,11 @@ from conftest import fake_images, write_cifar
 import lightning_ref.sources
 from lightning_ref.cli import main
 from lightning_ref.data import ImageDataModule
+from lightning_ref.errors import UsageError
 from lightning_ref.module import TwoLayerClassifier
 from lightning_ref.plots import plot_curves, plot_w1
 from lightning_ref.resume import PreloadedCheckpointIO, check_checkpoint
 from manualnet.functional import TwoLayerNetFn
-from manualnet.validate import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data.batch_size", "50", "--data.val_size", "100", "--model.hidden", "16", "--trainer.max_epochs", "2"]

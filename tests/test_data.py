@@ -21,7 +21,7 @@ from torch import nn
 from lightning_ref.batches import TensorBatches, crop_flip
 from lightning_ref.cache import DOWNLOAD_TIMEOUT_S, DataMissingError
 from lightning_ref.data import ImageDataModule
-from manualnet.validate import UsageError
+from lightning_ref.errors import UsageError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -10,7 +10,7 @@ import torch
 
 import lightning_ref
 from lightning_ref import ImageDataModule, TwoLayerClassifier
-from manualnet.validate import UsageError
+from lightning_ref.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -112,8 +112,9 @@ def test_help_shows_the_code_defaults_of_the_options_a_recipe_sets(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--model.hidden HIDDEN (type: int, default: 2048)" in out
-    assert "--data.flip {true,false} (type: bool, default: False)" in out
+    # each option's entry: its description, then its type and default (the code's, not a recipe's)
+    assert re.search(r"--model\.hidden HIDDEN (?:(?!--)[^)])*\(type: int, default: 2048\)", out)
+    assert re.search(r"--data\.flip \{true,false\} (?:(?! --).)*?\(type: bool, default: False\)", out)
     assert "--print_config shows the values a run gets" in out
 
 
