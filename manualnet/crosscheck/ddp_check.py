@@ -87,7 +87,7 @@ def check_ddp(case: Case, t: Tally) -> None:
                 continue
             for key, g in got.items():
                 tensor = None if g is None else torch.from_numpy(g)
-                what = f"{name} rank {rank} d({key_name(key)})"
+                what = f"{name} rank {rank} d({t.name(key)})"
                 t.compare_grad(what, tensor, want[key], None if truth is None else truth[key])
         for error, ranks in errors.items():
             t.fail(f"{name}: DDP raised on rank {' and '.join(ranks)}: {_with_advice(error)}")
@@ -190,7 +190,8 @@ def _one_sample(case: Case, s: Inputs, rank: int) -> tuple[dict, str | None, lis
                 if step == 0:
                     params = dict(zip(module.keys, module.inputs, strict=True))
                     grads = {k: None if p.grad is None else p.grad.detach().numpy().copy() for k, p in params.items()}
-                    bad = [key_name(k) for k, p in params.items() if p.grad is not None and not _same_layout(p.grad, p)]
+                    strided = [k for k, p in params.items() if p.grad is not None and not _same_layout(p.grad, p)]
+                    bad = [key_name(k, case.names) for k in strided]
                 ddp.zero_grad(set_to_none=True)
         except Exception as e:
             error = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
