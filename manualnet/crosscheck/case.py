@@ -413,38 +413,49 @@ def require_func_transforms(case: Case) -> None:
 
 
 @contextlib.contextmanager
-def probe(functions: tuple[type, ...]):
-    """Wrap each Function's backward (patched on the class, always restored) to record its calls as
-    (class name, needs_input_grad, positions of the gradients it returned); (class name, None, ()) when traced.
-    A custom op's register_autograd backward is probed through the Function class it generates, by the op's name."""
-    calls = []
+def patched_backwards(functions: tuple[type, ...], wrap):
+    """Replace each Function's backward (its vjp where it defines one) by wrap(original, name) on the class, for the
+    duration of the block; always restored. name is the Function's, or for the Function a custom op's
+    register_autograd generates, the op's."""
     saved = []
-    for cls in functions:
-        attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
-        original, name = getattr(cls, attr), function_name(cls)
-        saved.append((cls, attr, cls.__dict__.get(attr)))
-
-        def counted(ctx, *g, _original=original, _name=name):
-            out = _original(ctx, *g)
-
-            def record_eager():
-                returned = tuple(i for i, t in enumerate(as_outputs(out)) if t is not None)
-                calls.append((_name, tuple(ctx.needs_input_grad), returned))
-
-            # Under torch.compile the backward runs once, at trace time: comptime records that without adding a
-            # side effect to the graph (a plain list append inside the traced backward would break the graph).
-            comptime(lambda _: calls.append((_name, None, ())), record_eager)
-            return out
-
-        setattr(cls, attr, staticmethod(counted))
     try:
-        yield calls
+        for cls in functions:
+            attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
+            saved.append((cls, attr, cls.__dict__.get(attr)))
+            setattr(cls, attr, staticmethod(wrap(getattr(cls, attr), function_name(cls))))
+        yield
     finally:
         for cls, attr, own in saved:
             if own is None:
                 delattr(cls, attr)
             else:
                 setattr(cls, attr, own)
+
+
+@contextlib.contextmanager
+def probe(functions: tuple[type, ...]):
+    """Wrap each Function's backward to record its calls as (name, needs_input_grad, positions of the gradients it
+    returned); (name, None, ()) when traced. A custom op's register_autograd backward is probed through the Function
+    class it generates, by the op's name."""
+    calls = []
+
+    def wrap(original, name):
+        def counted(ctx, *g):
+            out = original(ctx, *g)
+
+            def record_eager():
+                returned = tuple(i for i, t in enumerate(as_outputs(out)) if t is not None)
+                calls.append((name, tuple(ctx.needs_input_grad), returned))
+
+            # Under torch.compile the backward runs once, at trace time: comptime records that without adding a
+            # side effect to the graph (a plain list append inside the traced backward would break the graph).
+            comptime(lambda _: calls.append((name, None, ())), record_eager)
+            return out
+
+        return counted
+
+    with patched_backwards(functions, wrap):
+        yield calls
 
 
 @dataclass

@@ -7,37 +7,28 @@ import contextlib
 import torch
 from torch import Tensor
 
-from manualnet.crosscheck.case import Case, NotApplicable, Tally, as_outputs, incoming, leaves
+from manualnet.crosscheck.case import Case, NotApplicable, Tally, as_outputs, incoming, leaves, patched_backwards
 
 
 @contextlib.contextmanager
 def watch_incoming(functions: tuple[type, ...]):
-    """Wrap each Function's backward (patched on the class, always restored) to record, as (class name, position,
-    version before, version after, values changed), every incoming gradient it modified in place."""
+    """Wrap each Function's backward to record, as (name, position, version before, version after), every incoming
+    gradient it modified in place (seen by its version counter or its values)."""
     modified = []
-    saved = []
-    for cls in functions:
-        attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
-        original = getattr(cls, attr)
-        saved.append((cls, attr, cls.__dict__.get(attr)))
 
-        def watched(ctx, *gs, _original=original, _name=cls.__name__):
+    def wrap(original, name):
+        def watched(ctx, *gs):
             before = [(g._version, g.clone()) if isinstance(g, Tensor) else None for g in gs]
-            out = _original(ctx, *gs)
+            out = original(ctx, *gs)
             for i, (g, b) in enumerate(zip(gs, before, strict=True)):
                 if b is not None and (g._version != b[0] or not _same(g, b[1])):
-                    modified.append((_name, i, b[0], g._version))
+                    modified.append((name, i, b[0], g._version))
             return out
 
-        setattr(cls, attr, staticmethod(watched))
-    try:
+        return watched
+
+    with patched_backwards(functions, wrap):
         yield modified
-    finally:
-        for cls, attr, own in saved:
-            if own is None:
-                delattr(cls, attr)
-            else:
-                setattr(cls, attr, own)
 
 
 def check_incoming_grad_inplace(case: Case, t: Tally) -> None:
