@@ -98,7 +98,7 @@ class ManualNetCLI(SubcommandHooks):
                 type=Literal["last", "best"],
                 default="last",
                 help="the checkpoint fit tests: last (the final weights, last.ckpt) or best (the best-validation "
-                "checkpoint, whose val_acc is biased up by that choice; README: Results)",
+                "checkpoint, whose val_acc is biased up by that choice; docs/results.md)",
             )
         # Unset until resolve_config: what the user gave is then told from what the recipe, checkpoint or code sets.
         parser.leave_unset(sorted((set(MODEL_OPTIONS) | set(DATA_OPTIONS) | recipe_keys()) - set(SEEDS)))
