@@ -8,20 +8,22 @@ import torch
 from torch import Tensor
 
 from manualnet.crosscheck.case import Case, NotApplicable, Tally, as_outputs, incoming, leaves
+from manualnet.crosscheck.ops import function_name
 
 
 @contextlib.contextmanager
 def watch_incoming(functions: tuple[type, ...]):
     """Wrap each Function's backward (patched on the class, always restored) to record, as (class name, position,
-    version before, version after, values changed), every incoming gradient it modified in place."""
+    version before, version after), every incoming gradient it modified in place. A custom op's register_autograd
+    backward is watched through the Function class it generates, by the op's name."""
     modified = []
     saved = []
     for cls in functions:
         attr = "vjp" if cls.vjp is not torch.autograd.Function.vjp else "backward"
-        original = getattr(cls, attr)
+        original, name = getattr(cls, attr), function_name(cls)
         saved.append((cls, attr, cls.__dict__.get(attr)))
 
-        def watched(ctx, *gs, _original=original, _name=cls.__name__):
+        def watched(ctx, *gs, _original=original, _name=name):
             before = [(g._version, g.clone()) if isinstance(g, Tensor) else None for g in gs]
             out = _original(ctx, *gs)
             for i, (g, b) in enumerate(zip(gs, before, strict=True)):
