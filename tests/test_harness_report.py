@@ -101,9 +101,10 @@ def test_a_bias_gradient_one_percent_off_is_one_diagnosis_line_naming_b_and_ever
     where = f"look at BiasOnePercentOff.backward (test_harness_report.py:{line_of(BiasOnePercentOff, 'def backward')})"
     assert line == (
         "d(b): 1.0e-02 relative off the reference in float32 and float64, in backward, gradcheck, noncontiguous, "
-        f"func_grad, func_vjp, jacrev, vmap_grad, checkpoint, autocast; {where}"
+        f"func_grad, func_vjp, jacrev, vmap_grad, vmap_vjp, checkpoint, autocast; {where}"
     )
     assert failed == {"backward", "gradcheck", "noncontiguous", "func_grad", "func_vjp", "jacrev", "vmap_grad"} | {
+        "vmap_vjp",
         "checkpoint",
         "autocast",
     }

@@ -3,7 +3,7 @@ plain torch ops, its make_inputs and the verdict check_function must give over t
 included) in float32 and float64: one op per fault class a kernel author meets (a wrong backward, a fake kernel of the
 wrong shape or none, an input mutated without `mutates_args`, an output that is an input, a backward with a gradient
 missing, no backward at all, a backward that writes into its incoming gradient), and correct ones that must pass with
-no failure and no warning.
+no failure and no warning but the legal-but-costly kinds.
 
 Ops are registered once, at import, in the `manualnet_zoo` namespace (registration is global to the process).
 Each case is a FunctionUnderTest with `intended`, the check meant to catch its fault (None for a correct op), and

@@ -13,7 +13,6 @@ from manualnet.crosscheck.case import (
     as_outputs,
     floating_outputs,
     incoming,
-    key_name,
     leaves,
     on_floats,
     output_grads,
@@ -50,7 +49,7 @@ def check_vmap_vjp(case: Case, t: Tally) -> None:
             truth = truth_of(case, name, lambda s64, seed=seed: _ref_vjp(case, case.want_fn(), s64, seed))
             for key, g in zip(keys, got, strict=True):
                 t.compare_grad(
-                    f"{name} incoming gradient {b} d({key_name(key)})",
+                    f"{name} incoming gradient {b} d({t.name(key)})",
                     g[b],
                     want[key],
                     None if truth is None else truth[key],
@@ -80,7 +79,7 @@ def check_fwd_over_rev(case: Case, t: Tally) -> None:
         want = _fwd_over_rev(case, case.reference, s)
         truth = truth_of(case, name, lambda s64: _fwd_over_rev(case, case.reference, s64))
         for key, g in got.items():
-            t.compare_grad(f"{name} jvp of vjp d({key_name(key)})", g, want[key], None if truth is None else truth[key])
+            t.compare_grad(f"{name} jvp of vjp d({t.name(key)})", g, want[key], None if truth is None else truth[key])
 
 
 def check_batched_fwd_grad(case: Case, t: Tally) -> None:
@@ -136,4 +135,4 @@ def _batched_tangents(case: Case, t: Tally, name: str, s: Inputs) -> None:
         batched = torch.func.vmap(tangent_out)(tangents)
         for b in range(BATCH):
             for k, (got, want) in enumerate(zip(batched, tangent_out(tangents[b]), strict=True)):
-                t.compare(f"{name} tangent {b} of {key_name(key)}: output {k}", got[b], want)
+                t.compare(f"{name} tangent {b} of {t.name(key)}: output {k}", got[b], want)
