@@ -1,7 +1,8 @@
 """The corpora's expected verdicts, in one golden file: tests/golden/verdicts.txt holds one block per Function (the
-project's zoo, tests/zoo_others.py and PyTorch's autograd_function_db), each the Function's name and every check that
-did not pass, by status. A corpus test computes its Function's block and compares it with the file's;
-`EXPECTTEST_ACCEPT=1 pytest ...` (expecttest's convention) writes the computed blocks into the file instead.
+project's zoos of bugs, tests/zoo_others.py, the custom ops of tests/zoo_ops.py and PyTorch's autograd_function_db),
+each the Function's name and every check that did not pass, by status. A corpus test computes its Function's block
+and compares it with the file's; `EXPECTTEST_ACCEPT=1 pytest ...` (expecttest's convention) writes the computed
+blocks into the file instead.
 
 A block, with a check's dtypes named where its status holds in some of them only:
 
@@ -20,11 +21,19 @@ from manualnet.crosscheck import Report
 
 PATH = Path(__file__).resolve().parent / "golden" / "verdicts.txt"
 ACCEPT = bool(os.environ.get("EXPECTTEST_ACCEPT"))
-CORPUS_TESTS = ("tests/test_harness.py", "tests/test_harness_others.py", "tests/test_autograd_function_db.py")
+CORPUS_TESTS = (
+    "tests/test_harness.py",
+    "tests/test_harness_checks.py",
+    "tests/test_harness_others.py",
+    "tests/test_harness_ops.py",
+    "tests/test_autograd_function_db.py",
+)
 HEADER = f"""\
 # The expected verdict of every Function in the project's corpora: its name (and, for a deliberate bug, the check
 # meant to catch it), then each check that did not pass, by status; a check's dtypes are named where the status
-# holds in some of them only. Written by the corpus tests (docs/crosscheck.md, "Adding a check"):
+# holds in some of them only. Each corpus in its test's profile: ops/ (tests/zoo_ops.py) over the full battery, the
+# others in the quick one (checks/ and zoo/ adding the checks their bugs are for). Written by the corpus tests
+# (docs/crosscheck.md, "Adding a check"):
 # EXPECTTEST_ACCEPT=1 python -m pytest {" ".join(CORPUS_TESTS)}
 """
 STATUSES = ("failed", "warning", "n/a")

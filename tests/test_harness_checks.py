@@ -1,19 +1,21 @@
 """The checks of issue 21 (vmap over vjp, forward over reverse, batched forward gradients, compiled-trace
 specialization, incoming gradients written in place, DDP): each catches the deliberately wrong Function it is for,
-and no other check of the quick profile does, or exactly the row written here; the net's own Functions pass every
-one of them with no warning; `ddp` is opt-in and refused, naming the argument, where two processes cannot start.
+and its exact verdict in the quick profile (with the check it is for) is its block in tests/golden/verdicts.txt; the
+net's own Functions pass every one of them with no warning; `ddp` is opt-in and refused, naming the argument, where
+two processes cannot start.
 
 Each zoo Function is compared with a reference in plain torch ops computing the right values.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import golden
 import pytest
 import torch
 import torch.distributed as dist
 
 from manualnet import net_crosscheck
-from manualnet.crosscheck import CHECKS, PROFILES, check_function
+from manualnet.crosscheck import CHECKS, PROFILES, FunctionUnderTest, check_function
 
 QUICK = PROFILES["quick"]
 NEW = ["vmap_vjp", "fwd_over_rev", "batched_fwd_grad", "incoming_grad_inplace", "compile_fresh_inputs", "ddp"]
@@ -211,47 +213,38 @@ class SumsGradAcrossRanks(torch.autograd.Function):
         return g
 
 
-@dataclass
-class Bug:
-    fn: object
-    reference: object
-    make_inputs: object
+@dataclass(frozen=True, kw_only=True)
+class Bug(FunctionUnderTest):
+    """A deliberately wrong Function; its verdict (every check that fails or warns: the row of the catch matrix) is
+    its block checks/<name> in tests/golden/verdicts.txt."""
+
     intended: str  # the new check meant to catch it
-    caught_by: set  # every check that fails it
-    options: dict = field(default_factory=dict)
 
 
 ZOO = {
-    "backward_into_preallocated_buffer": Bug(
-        SquareIntoBuffer.apply, lambda x: x * x, make_long_x, "vmap_vjp", {"vmap_vjp"}
-    ),
+    "backward_into_preallocated_buffer": Bug(SquareIntoBuffer.apply, lambda x: x * x, make_long_x, intended="vmap_vjp"),
     "hessian_loses_the_aux_outputs_tangent": Bug(
-        exp_visible, lambda x: 2 * x.exp(), make_x, "fwd_over_rev", {"fwd_over_rev"}, {"functions": [ExpWithAux]}
+        exp_visible, lambda x: 2 * x.exp(), make_x, {"functions": [ExpWithAux]}, intended="fwd_over_rev"
     ),
     "jvp_into_preallocated_buffer": Bug(
-        SquareJvpIntoBuffer.apply, lambda x: x * x, make_long_x, "batched_fwd_grad", {"batched_fwd_grad"}
+        SquareJvpIntoBuffer.apply, lambda x: x * x, make_long_x, intended="batched_fwd_grad"
     ),
     "jvp_needs_every_tangent": Bug(
-        MulJvpNeedsEveryTangent.apply, lambda a, b: a * b, make_a_b, "batched_fwd_grad", {"batched_fwd_grad"}
+        MulJvpNeedsEveryTangent.apply, lambda a, b: a * b, make_a_b, intended="batched_fwd_grad"
     ),
     # gradgradcheck sees it by accident: its own incoming gradients are leaves that require grad
     "backward_writes_into_incoming_grad": Bug(
-        TripleIntoIncomingGrad.apply,
-        lambda x: 3 * x,
-        make_x,
-        "incoming_grad_inplace",
-        {"gradgradcheck", "incoming_grad_inplace"},
+        TripleIntoIncomingGrad.apply, lambda x: 3 * x, make_x, intended="incoming_grad_inplace"
     ),
     "scale_baked_into_the_compiled_graph": Bug(
         normalized,
         normalized_reference,
         make_x,
-        "compile_fresh_inputs",
-        {"compile_fresh_inputs"},
         {"functions": [ScaleBy], "checks": [*QUICK, "compile_fresh_inputs"]},
+        intended="compile_fresh_inputs",
     ),
     "gradient_reduced_twice_under_ddp": Bug(
-        SumsGradAcrossRanks.apply, lambda x: 2 * x, make_x, "ddp", {"ddp"}, {"checks": [*QUICK, "ddp"]}
+        SumsGradAcrossRanks.apply, lambda x: 2 * x, make_x, {"checks": [*QUICK, "ddp"]}, intended="ddp"
     ),
 }
 
@@ -262,12 +255,12 @@ def test_every_new_check_is_registered_and_has_a_zoo_bug():
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_each_new_zoo_bug_is_caught_by_its_check_and_exactly_its_row_of_the_catch_matrix(name):
-    bug = ZOO[name]
-    report = check_function(bug.fn, bug.reference, bug.make_inputs, **({"checks": QUICK} | bug.options))
-    failed, warned = {r.check for r in report.failed()}, {r.check for r in report.warnings()}
-    assert (failed, warned) == (bug.caught_by, set()), report.markdown()
-    assert bug.intended in report.markdown().splitlines()[0]
+def test_each_new_zoo_bug_is_caught_by_its_check_and_gets_exactly_its_golden_verdict(name):
+    golden.assert_verdict(f"checks/{name}", ZOO[name].check(profile="quick", name=name), ZOO[name].intended)
+
+
+def test_the_golden_file_holds_a_verdict_for_each_new_zoo_bug_and_no_other():
+    golden.assert_corpus("checks", ZOO)
 
 
 # --------------------------------------------------------------------------------- what each check says, and where

@@ -1,29 +1,29 @@
-"""Custom ops (`torch.library.custom_op`, and one `torch.library.Library` op), correct and wrong, each with a
-reference in plain torch ops, its make_inputs and the verdict check_function must give over the full battery in
-float32 and float64: one op per fault class a kernel author meets (a wrong backward, a fake kernel of the wrong shape
-or none, an input mutated without `mutates_args`, an output that is an input, a backward with a gradient missing, no
-backward at all), and correct ones that must pass with no failure and no warning.
+"""Custom ops (`torch.library.custom_op`, and `torch.library.Library` ops), correct and wrong, each with a reference in
+plain torch ops, its make_inputs and the verdict check_function must give over the full battery (the compile checks
+included) in float32 and float64: one op per fault class a kernel author meets (a wrong backward, a fake kernel of the
+wrong shape or none, an input mutated without `mutates_args`, an output that is an input, a backward with a gradient
+missing, no backward at all, a backward that writes into its incoming gradient), and correct ones that must pass with
+no failure and no warning but the legal-but-costly kinds.
 
 Ops are registered once, at import, in the `manualnet_zoo` namespace (registration is global to the process).
-`fails` and `warns` name the checks expected to fail / warn; every other check passes or is n/a.
+Each case is a FunctionUnderTest with `intended`, the check meant to catch its fault (None for a correct op), and
+`why`; its exact verdict over the full battery is its block `ops/<name>` in tests/golden/verdicts.txt.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from manualnet.crosscheck import FunctionUnderTest
+
 NS = "manualnet_zoo"
 
 
-@dataclass
-class Case:
-    fn: object
-    reference: object
-    make_inputs: object
-    fails: set[str]  # checks expected to fail (empty for a correct op)
-    warns: set[str] = field(default_factory=set)  # checks expected to warn
-    why: str = ""  # one line: what the op is and (for wrong ones) the fault
+@dataclass(frozen=True, kw_only=True)
+class Case(FunctionUnderTest):
+    intended: str | None = None  # the check meant to catch its fault; None for a correct op
+    why: str  # one line: what the op is and (for wrong ones) the fault
 
 
 def randn(dtype, device, gen, *shape):
@@ -95,6 +95,15 @@ def bias_grad_forgotten(ctx, g):
     return dx, dw  # bug: one gradient per input is three; the bias's is missing
 
 
+def backward_scales_incoming_grad(ctx, g):
+    x, w, y = ctx.saved_tensors
+    ds = g.mul_(1 - y * y)  # bug: writes into the incoming gradient, which the caller may still use
+    dx = ds @ w.T.to(ds.dtype) if ctx.needs_input_grad[0] else None
+    dw = x.T.to(ds.dtype) @ ds if ctx.needs_input_grad[1] else None
+    db = ds.sum(0) if ctx.needs_input_grad[2] else None
+    return dx, dw, db
+
+
 def fake_wrong_shape(x, w, b):
     return x.new_empty(x.shape[0], w.shape[0])  # bug: (N, D), the real output is (N, H)
 
@@ -102,6 +111,7 @@ def fake_wrong_shape(x, w, b):
 linear_tanh_bias_mean = linear_tanh_op("linear_tanh_bias_mean", backward=bias_grad_mean)
 linear_tanh_all_grads = linear_tanh_op("linear_tanh_all_grads", backward=backward_all_grads)
 linear_tanh_grad_missing = linear_tanh_op("linear_tanh_grad_missing", backward=bias_grad_forgotten)
+linear_tanh_grad_inplace = linear_tanh_op("linear_tanh_grad_inplace", backward=backward_scales_incoming_grad)
 linear_tanh_bad_fake = linear_tanh_op("linear_tanh_bad_fake", fake=fake_wrong_shape)
 linear_tanh_no_fake = linear_tanh_op("linear_tanh_no_fake", fake=None)
 linear_tanh_no_backward = linear_tanh_op("linear_tanh_no_backward", backward=None)
@@ -197,101 +207,70 @@ def twice_inputs(dtype, device, gen):
     return (randn(dtype, device, gen, 5, 4),)
 
 
-# ---------------------------------------------------------------------------------------------------- the verdicts
+# ------------------------------------------------------------------------------------------------------- the zoo
 
-# The checks that differentiate fn eagerly: a backward that raises fails each of them (torch.func ones are n/a for
-# any register_autograd op); the compile checks warn with the exception AOT autograd met tracing it.
-BACKWARD_RAISES = {
-    "backward",
-    "gradcheck",
-    "gradgradcheck",
-    "input_subsets",
-    "noncontiguous",
-    "checkpoint",
-    "autocast",
-    "saved_tensors",
-    "deterministic",
-    "opcheck_aot_dispatch_dynamic",
-}
-NOT_COMPILED = {"compile", "compile_double_backward", "compile_dynamic"}
+LINEAR_TANH = (linear_tanh_reference, linear_tanh_inputs)
 
 OPS = {
-    "linear_tanh": Case(linear_tanh, linear_tanh_reference, linear_tanh_inputs, set(), why="correct"),
-    "linear_tanh as torch.ops.ns.op.default": Case(
-        torch.ops.manualnet_zoo.linear_tanh.default, linear_tanh_reference, linear_tanh_inputs, set(), why="correct"
+    "linear_tanh": Case(linear_tanh, *LINEAR_TANH, why="correct"),
+    "linear_tanh_overload": Case(
+        torch.ops.manualnet_zoo.linear_tanh.default, *LINEAR_TANH, why="correct, as torch.ops.ns.op.default"
     ),
-    "a function that calls linear_tanh": Case(
+    "calls_linear_tanh": Case(
         lambda x, w, b: 2 * linear_tanh(x, w, b),
         lambda x, w, b: 2 * linear_tanh_reference(x, w, b),
         linear_tanh_inputs,
-        set(),
-        why="correct: the op found behind fn on the autograd graph",
+        why="correct: a function that calls the op, found behind fn on the autograd graph",
     ),
-    "cube": Case(torch.ops.manualnet_zoo.cube, lambda x: x**3, rows_inputs, set(), why="correct, a Library op"),
+    "cube": Case(torch.ops.manualnet_zoo.cube, lambda x: x**3, rows_inputs, why="correct, a Library op"),
     "twice": Case(
-        torch.ops.manualnet_zoo.twice, lambda x: 2 * x, twice_inputs, set(), why="correct, a packet of two overloads"
+        torch.ops.manualnet_zoo.twice, lambda x: 2 * x, twice_inputs, why="correct, a packet of two overloads"
     ),
     "linear_tanh_all_grads": Case(
-        linear_tanh_all_grads,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        set(),
-        {"input_subsets"},
-        why="correct, but computes gradients that were not asked for",
+        linear_tanh_all_grads, *LINEAR_TANH, why="correct, but computes gradients that were not asked for"
     ),
     "linear_tanh_bias_mean": Case(
         linear_tanh_bias_mean,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        {"backward", "gradcheck", "gradgradcheck", "noncontiguous", "checkpoint", "autocast"}
-        | {"compile", "compile_dynamic"},
+        *LINEAR_TANH,
+        intended="backward",
         why="the bias gradient is the mean over the batch, not the sum",
     ),
     "linear_tanh_grad_missing": Case(
         linear_tanh_grad_missing,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        BACKWARD_RAISES,
-        NOT_COMPILED,
+        *LINEAR_TANH,
+        intended="backward",
         why="the backward returns two gradients for three inputs",
     ),
     "linear_tanh_no_backward": Case(
-        linear_tanh_no_backward,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        BACKWARD_RAISES,
-        NOT_COMPILED,
-        why="no register_autograd",
+        linear_tanh_no_backward, *LINEAR_TANH, intended="backward", why="no register_autograd"
+    ),
+    "linear_tanh_grad_inplace": Case(
+        linear_tanh_grad_inplace,
+        *LINEAR_TANH,
+        intended="incoming_grad_inplace",
+        why="the backward multiplies the incoming gradient in place",
     ),
     "linear_tanh_bad_fake": Case(
         linear_tanh_bad_fake,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        {"opcheck_faketensor", "opcheck_aot_dispatch_dynamic"},
-        NOT_COMPILED,
+        *LINEAR_TANH,
+        intended="opcheck_faketensor",
         why="the fake kernel's output is (N, D), the real one's (N, H)",
     ),
     "linear_tanh_no_fake": Case(
-        linear_tanh_no_fake,
-        linear_tanh_reference,
-        linear_tanh_inputs,
-        {"opcheck_faketensor", "opcheck_aot_dispatch_dynamic"},
-        NOT_COMPILED,
-        why="no register_fake",
+        linear_tanh_no_fake, *LINEAR_TANH, intended="opcheck_faketensor", why="no register_fake"
     ),
     "softmax_shifts_input": Case(
         softmax_shifts_input,
         lambda x: x.softmax(-1),
         rows_inputs,
-        # finite differences and checkpoint's recomputation see the shifted input; saved_tensors its version counter
-        {"opcheck_schema", "saved_tensors", "gradcheck", "gradgradcheck", "checkpoint"},
+        intended="opcheck_schema",
         why="subtracts the row max in the caller's tensor without mutates_args",
     ),
     "scale_or_input": Case(
         torch.ops.manualnet_zoo.scale_or_input.default,
         lambda x, scale: x * scale,
         scale_inputs,
-        {"opcheck_schema", "opcheck_faketensor"},
+        intended="opcheck_schema",
         why="returns its input when scale is 1, where the schema promises a fresh tensor",
     ),
 }

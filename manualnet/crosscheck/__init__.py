@@ -43,7 +43,7 @@ from manualnet.crosscheck.checks import CHECKS, FAST_MODE_NUMEL, PROFILES
 from manualnet.crosscheck.compare import GradDiff, compare, compare_all, format_table
 from manualnet.crosscheck.ddp_check import require_two_processes
 from manualnet.crosscheck.diagnosis import Symptom, first_line, raised
-from manualnet.crosscheck.ops import OP_KINDS, as_op, library_functions, op_name
+from manualnet.crosscheck.ops import OP_KINDS, as_op, library_functions, op_name, overload, user_method
 from manualnet.crosscheck.report import Report, Result
 from manualnet.crosscheck.subject import FunctionUnderTest
 
@@ -192,19 +192,20 @@ def _symptoms(case: Case, tally: Tally) -> tuple[Symptom, ...]:
 
 def _look_at(case: Case, subject: str) -> str:
     """'look at Cls.backward (file.py:12)' for a gradient off the truth, forward for an output, jvp for a tangent,
-    when fn is one known Function."""
+    when fn is one known Function; for a custom op, the backward registered with register_autograd (or the
+    custom_op's implementation), by its own name and file:line."""
     if len(case.functions) != 1:
         return ""
-    cls = case.functions[0]
     method = "jvp" if subject.startswith("jvp") else "backward" if subject.startswith("d(") else "forward"
-    f = inspect.unwrap(getattr(cls, method))
+    name, f, whose = user_method(case.functions[0], method)
     try:
+        f = inspect.unwrap(f)
         lines, start = inspect.getsourcelines(f)
         first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("def ")), 0)  # past decorators
         where = f"{os.path.basename(inspect.getsourcefile(f))}:{start + first}"
     except (OSError, TypeError):
-        return f"look at {cls.__name__}.{method}"
-    return f"look at {cls.__name__}.{method} ({where})"
+        return f"look at {name}{whose}"
+    return f"look at {name} ({where}){whose}"
 
 
 def _type(value) -> str:
@@ -281,7 +282,8 @@ def _no_grad(no_grad) -> tuple:
 
 
 def _input_names(fn, reference) -> tuple[str, ...]:
-    """The names of the positional parameters of the reference, else of fn (a Function's forward, less ctx)."""
+    """The names of the positional parameters of the reference, else of fn (a Function's forward, less ctx; an op's
+    schema)."""
     for f in (reference, fn):
         names = _positional_names(f)
         if names:
@@ -292,6 +294,9 @@ def _input_names(fn, reference) -> tuple[str, ...]:
 def _positional_names(f) -> tuple[str, ...]:
     if f is None:
         return ()
+    op = as_op(f) and overload(as_op(f))
+    if op is not None:  # an op's names are its schema's (a packet of several overloads has none)
+        return () if isinstance(op, str) else tuple(a.name for a in op._schema.arguments if not a.kwarg_only)
     owner = getattr(f, "__self__", None)
     skip = 0
     if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):

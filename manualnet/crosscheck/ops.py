@@ -7,8 +7,11 @@ no setup_context, so torch.func cannot transform it (pytorch #179652). That gene
 graph of fn's outputs, is what the probe wraps and what marks the op's kind.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch._library.autograd
+import torch._library.custom_ops
 from torch import Tensor
 from torch._library.custom_ops import CustomOpDef
 from torch._ops import OpOverload, OpOverloadPacket
@@ -44,15 +47,34 @@ def overload(op: OpOverload | OpOverloadPacket) -> OpOverload | str:
     return f"{op_name(op)} has the overloads {names}: pass one, e.g. torch.ops.{op_name(op).replace('::', '.')}.default"
 
 
-def library_op(cls: type) -> OpOverload | None:
-    """The op whose register_autograd generated this autograd.Function class, or None for any other class."""
+def _generated_cells(cls: type) -> dict:
+    """{name: value} of the closure of the backward that make_autograd_impl generated ({} for any other class)."""
     if getattr(cls, "__module__", None) != torch._library.autograd.__name__:
-        return None
+        return {}
     backward = cls.__dict__.get("backward")
     backward = getattr(backward, "__func__", backward)
-    cells = dict(zip(backward.__code__.co_freevars, backward.__closure__ or (), strict=True))
-    op = cells["op"].cell_contents if "op" in cells else None
+    cells = zip(backward.__code__.co_freevars, backward.__closure__ or (), strict=True)
+    return {name: cell.cell_contents for name, cell in cells}
+
+
+def library_op(cls: type) -> OpOverload | None:
+    """The op whose register_autograd generated this autograd.Function class, or None for any other class."""
+    op = _generated_cells(cls).get("op")
     return op if isinstance(op, OpOverload) else None
+
+
+def user_method(cls: type, method: str) -> tuple[str, Callable | None, str]:
+    """(its name, the function, whose it is) for a Function's forward, backward or jvp. For the class that
+    register_autograd generated: the backward the user registered (torch.library keeps it as `info._backward_fn`)
+    and, for a custom_op, its implementation as the forward; None where torch.library keeps no Python function."""
+    op = library_op(cls)
+    if op is None:
+        return f"{cls.__name__}.{method}", getattr(cls, method), ""
+    if method == "backward":
+        f, whose = getattr(_generated_cells(cls).get("info"), "_backward_fn", None), "the backward registered for"
+    else:
+        f, whose = getattr(torch._library.custom_ops._maybe_get_opdef(op), "_init_fn", None), f"the {method} of"
+    return getattr(f, "__qualname__", f"{op_name(op)}'s {method}"), f, f", {whose} {op_name(op)}" if f else ""
 
 
 def library_functions(outs: tuple) -> tuple[type, ...]:
