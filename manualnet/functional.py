@@ -31,9 +31,7 @@ class TwoLayerNetFn(torch.autograd.Function):
     def forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
         s1 = torch.addmm(b1, x, w1)  # s1 = x w1 + b1     (N,D)@(D,H) -> (N,H)
         x2 = s1.clamp_min_(0)  # x2 = max(0, s1)   (N,H), in place: s1 is not kept (no second N*H buffer)
-        # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C). w2 is read through a column-major copy (H*C values, cheap):
-        # with C small, the CPU matmul is about 2x faster that way than on row-major (H,C) (docs/performance.md).
-        s2 = torch.addmm(b2, x2, w2.T.contiguous().T)
+        s2 = torch.addmm(b2, x2, w2)  # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C)
         # x2 is returned as a second output so that it can be saved as an output: saved intermediates would be
         # constants to double backward and invisible to torch.func.
         return s2, x2
@@ -57,6 +55,7 @@ class TwoLayerNetFn(torch.autograd.Function):
             # the same tensors, or jvp(vmap(...)) reads a batched x or w1 as unbatched.
             need_x = need_w1 = True
         ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
+        ctx.w1_transposed = _transposed(w1)  # w1's memory layout, the layout dW1 is computed in
         ctx.set_materialize_grads(False)  # ds2, dx2_out or a tangent may be None: we skip its terms, no zeros added
 
     @staticmethod
@@ -67,8 +66,8 @@ class TwoLayerNetFn(torch.autograd.Function):
         if ds2 is not None:
             if need_w2:
                 # dW2 = X2^T dS2   (H,N)@(N,C) -> (H,C), computed as (dS2^T X2)^T: with C small, the CPU matmul is
-                # about 4x faster in that order; the transpose is copied back to w2's contiguous layout.
-                dw2 = (ds2.T @ x2).T.contiguous()
+                # faster in that order. Returned in w2's memory layout (_like), so that it is stored without a copy.
+                dw2 = _like(w2, (ds2.T @ x2).T)
             if need_b2:
                 db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
         if not (need_x or need_w1 or need_b1):
@@ -84,7 +83,9 @@ class TwoLayerNetFn(torch.autograd.Function):
         # dx2 * (x2 > 0) the bool-times-float product takes a slow casting loop, 3-5x slower on CPU.
         ds1 = torch.ops.aten.threshold_backward(dx2, x2, 0)
         if need_w1:
-            dw1 = x.T @ ds1  # dW1 = X^T dS1          (D,N)@(N,H) -> (D,H)
+            # dW1 = X^T dS1   (D,N)@(N,H) -> (D,H), computed in w1's memory layout: as (dS1^T X)^T where w1 is stored
+            # transposed (as nn.Linear's (H,D) weight, TwoLayerNet's layout), else directly.
+            dw1 = (ds1.T @ x).T if ctx.w1_transposed else x.T @ ds1
         if need_b1:
             db1 = ds1.sum(0)  # db1 = sum_i dS1[i]    (N,H) -> (H,)
         if need_x:
@@ -164,6 +165,18 @@ def _check_tangents(primal: Tensor, **tangents: Tensor | None) -> None:
             raise TypeError(f"{name}'s tangent: expected dtype {primal.dtype} (that of {name}), got {t.dtype}")
         if t is not None and t.device != primal.device:
             raise ValueError(f"{name}'s tangent: expected a tensor on {name}'s device {primal.device}, got {t.device}")
+
+
+def _transposed(w: Tensor) -> bool:
+    """Whether the matrix w (R,K) is stored as its transpose: (K,R) row-major, the layout of nn.Linear's weight."""
+    return not w.is_contiguous() and w.T.is_contiguous()
+
+
+def _like(w: Tensor, g: Tensor) -> Tensor:
+    """g (w's shape) in w's memory layout where w is row-major or transposed (a copy only when they differ)."""
+    if _transposed(w) == _transposed(g):
+        return g
+    return g.contiguous() if not _transposed(w) else g.T.contiguous().T
 
 
 def _sum(*terms: Tensor | None) -> Tensor | None:

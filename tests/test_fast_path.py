@@ -1,15 +1,18 @@
-"""The fast path around the hand-written Functions (manualnet/dispatch.py) keeps every promise:
+"""The fast path around the hand-written Functions (manualnet/dispatch.py, the weights' layout) keeps every promise:
 a signature checked once is not checked again, but any change of shape, dtype or device after it is still refused
 with the same error; the labels' range is checked on every call; Function.apply's binding gives forward the same
-arguments without inspect's general bind."""
+arguments without inspect's general bind; the gradients come back in each weight's own memory layout, with the
+values of autograd's."""
 
 import inspect
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import manualnet.functional as functional
-from manualnet import softmax_cross_entropy, two_layer_net
+from manualnet import TwoLayerNet, softmax_cross_entropy, two_layer_net
+from manualnet.reference import reference_from, reference_grads
 
 N, D, H, C = 4, 5, 3, 2
 
@@ -98,3 +101,29 @@ def test_function_apply_binds_forwards_arguments_without_inspects_general_bind(m
     with pytest.raises(TypeError):
         sig.bind(1, 2)
     assert bound == [sig]
+
+
+def test_the_module_stores_w1_and_w2_as_nn_linear_stores_its_weights():
+    net = TwoLayerNet(D, H, C, seed=0)
+    assert net.w1.shape == (D, H) and net.w1.T.is_contiguous() and not net.w1.is_contiguous()
+    assert net.w2.shape == (H, C) and net.w2.T.is_contiguous() and not net.w2.is_contiguous()
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["row-major weights", "transposed weights"])
+def test_gradients_come_back_in_each_weights_layout_with_autograds_values(transposed):
+    torch.manual_seed(0)
+    net = TwoLayerNet(D, H, C, seed=0, dtype=torch.float64)
+    x, y = torch.randn(N, D, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    ref = reference_from(net)
+    F.cross_entropy(ref(x), y).backward()
+    want = reference_grads(ref)
+    weights = {name: p.detach().clone() for name, p in net.named_parameters()}  # clone: row-major copies
+    if transposed:
+        weights = {name: w.T.contiguous().T if w.dim() == 2 else w for name, w in weights.items()}
+    for w in weights.values():
+        w.requires_grad_(True)
+    loss = softmax_cross_entropy(two_layer_net(x, **weights), y)
+    grads = torch.autograd.grad(loss, list(weights.values()))  # as the backward returns them, before AccumulateGrad
+    for (name, w), g in zip(weights.items(), grads, strict=True):
+        assert g.stride() == w.stride(), name  # made in w's layout: stored as it comes, no copy
+        torch.testing.assert_close(g, want[name], rtol=1e-12, atol=1e-12)
