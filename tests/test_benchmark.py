@@ -324,3 +324,20 @@ def test_device_check_refuses_a_bad_argument_before_any_work(tmp_path, args, mes
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---- the profile per shape ------------------------------------------------------------------------------------------
+
+
+def test_profile_of_a_tiny_shape_splits_each_step_into_its_products_and_the_rest():
+    from lightning_ref.bench import profile
+
+    row = profile.profile_shape(TINY, reps=2, steps=2)
+    for name in ("manual", "autograd"):
+        r = row[name]
+        assert r["step_us"] > 0 and r["products_us"] > 0  # both steps make the products (mm, addmm)
+        assert r["besides_us"] == pytest.approx(r["step_us"] - r["products_us"])
+        assert not set(r["other_ops_us"]) & set(profile.PRODUCTS)
+    assert "aten::threshold_backward" in row["manual"]["other_ops_us"]  # the manual backward's ReLU mask
+    table = profile.markdown([row])
+    assert table.splitlines()[2].startswith("| 16,24,8,3 |")
