@@ -336,7 +336,7 @@ def test_profile_of_a_tiny_shape_splits_each_step_into_its_products_and_the_rest
     for name in ("manual", "autograd"):
         r = row[name]
         assert r["step_us"] > 0 and r["products_us"] > 0  # both steps make the products (mm, addmm)
-        assert r["besides_us"] == pytest.approx(r["step_us"] - r["products_us"])
+        assert r["besides_us"] > 0  # the profiled steps' wall time less their products
         assert not set(r["other_ops_us"]) & set(profile.PRODUCTS)
     assert "aten::threshold_backward" in row["manual"]["other_ops_us"]  # the manual backward's ReLU mask
     table = profile.markdown([row])

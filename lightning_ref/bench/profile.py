@@ -5,12 +5,14 @@
 For each shape, the manual step (TwoLayerNet.loss, forward + backward) and the autograd step (nn.Sequential +
 F.cross_entropy, the same weights) are timed interleaved as the benchmark times them (median ms), then each is run
 under torch.profiler for `--steps` steps. The products (aten::mm and aten::addmm, their own CPU time per step) come
-from the profile; "besides the products" is the step's median time less its products: the other operations, the
-Python around them, the autograd engine. The manual step's other operations are listed with their time per step.
-The profiler's own cost per operation inflates what it records a little: the products' share is the reliable part.
+from the profile; "besides the products" is the profiled steps' wall time per step less their products: the other
+operations, the Python around them, the autograd engine, and the profiler's own cost per operation (a few µs each,
+so it counts a little more for the path with more operations). The manual step's other operations are listed with
+their time per step.
 """
 
 import argparse
+import time
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +28,15 @@ PRODUCTS = ("aten::mm", "aten::addmm")
 CPU = torch.device("cpu")
 
 
-def op_times_us(step, steps: int) -> dict[str, float]:
-    """Self CPU time per step (µs) of each operation torch.profiler records over `steps` calls of step."""
+def op_times_us(step, steps: int) -> tuple[dict[str, float], float]:
+    """Self CPU time per step (µs) of each operation torch.profiler records over `steps` calls of step, and the
+    wall time per step (µs) of those profiled calls."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
         for _ in range(steps):
             step()
-    return {e.key: e.self_cpu_time_total / steps for e in prof.key_averages() if e.key.startswith("aten::")}
+        wall_us = (time.perf_counter() - t0) * 1e6 / steps
+    return {e.key: e.self_cpu_time_total / steps for e in prof.key_averages() if e.key.startswith("aten::")}, wall_us
 
 
 def profile_shape(shape: tuple[int, int, int, int], reps: int, steps: int) -> dict:
@@ -48,9 +53,9 @@ def profile_shape(shape: tuple[int, int, int, int], reps: int, steps: int) -> di
     medians = {k: spread(v)["median"] * 1e3 for k, v in interleaved(steps_, CPU, reps, warmup=3).items()}
     row = {"shape": shape}
     for name, step in steps_.items():
-        ops = op_times_us(step, steps)
+        ops, wall_us = op_times_us(step, steps)
         products = sum(ops.get(p, 0.0) for p in PRODUCTS)
-        row[name] = {"step_us": medians[name], "products_us": products, "besides_us": medians[name] - products}
+        row[name] = {"step_us": medians[name], "products_us": products, "besides_us": wall_us - products}
         row[name]["other_ops_us"] = dict(
             sorted(((k, v) for k, v in ops.items() if k not in PRODUCTS and v >= 1.0), key=lambda kv: -kv[1])
         )
