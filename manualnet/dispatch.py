@@ -10,6 +10,8 @@ here changes a number, and every argument is still checked before any work (manu
   (torch.autograd.function._bind_default_args: inspect.signature, Signature.bind, apply_defaults) so that
   setup_context sees defaults filled in. The Functions' forwards take positional tensors and have no defaults: their
   signature binds exactly those directly.
+- Weights' layout (`transposed`, `like`): TwoLayerNet stores w1 and w2 as nn.Linear stores its weights (module.py);
+  the backward makes dW1 and dW2 in each weight's own layout, so that AccumulateGrad stores them without a copy.
 - Validation once per signature (`Seen`): the argument checks depend only on the arguments' types, shapes, dtypes
   and devices (and the autocast dtype), so a signature that passed them once passes them again; any other signature
   is checked in full. The labels' range depends on their values and is checked on every call.
@@ -120,3 +122,15 @@ class Seen:
         if len(self.signatures) >= self.size:
             self.signatures.clear()
         self.signatures.add(key)
+
+
+def transposed(w: Tensor) -> bool:
+    """Whether the matrix w (R,K) is stored as its transpose: (K,R) row-major, the layout of nn.Linear's weight."""
+    return not w.is_contiguous() and w.T.is_contiguous()
+
+
+def like(w: Tensor, g: Tensor) -> Tensor:
+    """g (w's shape) in w's memory layout where w is row-major or transposed (a copy only when they differ)."""
+    if transposed(w) == transposed(g):
+        return g
+    return g.contiguous() if not transposed(w) else g.T.contiguous().T

@@ -18,7 +18,7 @@ Both Functions use the `forward` + `setup_context` form with `generate_vmap_rule
 import torch
 from torch import Tensor
 
-from manualnet.dispatch import Seen, apply, autocast_dtype, bind_positionally, no_jvp_twin
+from manualnet.dispatch import Seen, apply, autocast_dtype, bind_positionally, like, no_jvp_twin, transposed
 from manualnet.validate import assert_labels_in_range, autocast_dtype_of, check_labels, check_net_inputs, check_scores
 
 
@@ -55,7 +55,7 @@ class TwoLayerNetFn(torch.autograd.Function):
             # the same tensors, or jvp(vmap(...)) reads a batched x or w1 as unbatched.
             need_x = need_w1 = True
         ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
-        ctx.w1_transposed = _transposed(w1)  # w1's memory layout, the layout dW1 is computed in
+        ctx.w1_transposed = transposed(w1)  # w1's memory layout, the layout dW1 is computed in
         ctx.set_materialize_grads(False)  # ds2, dx2_out or a tangent may be None: we skip its terms, no zeros added
 
     @staticmethod
@@ -66,8 +66,8 @@ class TwoLayerNetFn(torch.autograd.Function):
         if ds2 is not None:
             if need_w2:
                 # dW2 = X2^T dS2   (H,N)@(N,C) -> (H,C), computed as (dS2^T X2)^T: with C small, the CPU matmul is
-                # faster in that order. Returned in w2's memory layout (_like), so that it is stored without a copy.
-                dw2 = _like(w2, (ds2.T @ x2).T)
+                # faster in that order. Returned in w2's memory layout (dispatch.like): stored without a copy.
+                dw2 = like(w2, (ds2.T @ x2).T)
             if need_b2:
                 db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
         if not (need_x or need_w1 or need_b1):
@@ -165,18 +165,6 @@ def _check_tangents(primal: Tensor, **tangents: Tensor | None) -> None:
             raise TypeError(f"{name}'s tangent: expected dtype {primal.dtype} (that of {name}), got {t.dtype}")
         if t is not None and t.device != primal.device:
             raise ValueError(f"{name}'s tangent: expected a tensor on {name}'s device {primal.device}, got {t.device}")
-
-
-def _transposed(w: Tensor) -> bool:
-    """Whether the matrix w (R,K) is stored as its transpose: (K,R) row-major, the layout of nn.Linear's weight."""
-    return not w.is_contiguous() and w.T.is_contiguous()
-
-
-def _like(w: Tensor, g: Tensor) -> Tensor:
-    """g (w's shape) in w's memory layout where w is row-major or transposed (a copy only when they differ)."""
-    if _transposed(w) == _transposed(g):
-        return g
-    return g.contiguous() if not _transposed(w) else g.T.contiguous().T
 
 
 def _sum(*terms: Tensor | None) -> Tensor | None:
