@@ -15,13 +15,11 @@ Both Functions use the `forward` + `setup_context` form with `generate_vmap_rule
 `jvp` and `vmap` work over them.
 """
 
-import inspect
-
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-from manualnet.validate import autocast_dtype_of, check_labels, check_net_inputs, check_scores
+from manualnet.dispatch import Seen, apply, autocast_dtype, bind_positionally, like, no_jvp_twin, transposed
+from manualnet.validate import assert_labels_in_range, autocast_dtype_of, check_labels, check_net_inputs, check_scores
 
 
 class TwoLayerNetFn(torch.autograd.Function):
@@ -33,9 +31,7 @@ class TwoLayerNetFn(torch.autograd.Function):
     def forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
         s1 = torch.addmm(b1, x, w1)  # s1 = x w1 + b1     (N,D)@(D,H) -> (N,H)
         x2 = s1.clamp_min_(0)  # x2 = max(0, s1)   (N,H), in place: s1 is not kept (no second N*H buffer)
-        # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C). w2 is read through a column-major copy (H*C values, cheap):
-        # with C small, the CPU matmul is about 2x faster that way than on row-major (H,C) (docs/performance.md).
-        s2 = torch.addmm(b2, x2, w2.T.contiguous().T)
+        s2 = torch.addmm(b2, x2, w2)  # s2 = x2 w2 + b2   (N,H)@(H,C) -> (N,C)
         # x2 is returned as a second output so that it can be saved as an output: saved intermediates would be
         # constants to double backward and invisible to torch.func.
         return s2, x2
@@ -59,6 +55,7 @@ class TwoLayerNetFn(torch.autograd.Function):
             # the same tensors, or jvp(vmap(...)) reads a batched x or w1 as unbatched.
             need_x = need_w1 = True
         ctx.save_for_backward(x if need_w1 else None, w1 if need_x else None, w2, x2)
+        ctx.w1_transposed = transposed(w1)  # w1's memory layout, the layout dW1 is computed in
         ctx.set_materialize_grads(False)  # ds2, dx2_out or a tangent may be None: we skip its terms, no zeros added
 
     @staticmethod
@@ -69,8 +66,8 @@ class TwoLayerNetFn(torch.autograd.Function):
         if ds2 is not None:
             if need_w2:
                 # dW2 = X2^T dS2   (H,N)@(N,C) -> (H,C), computed as (dS2^T X2)^T: with C small, the CPU matmul is
-                # about 4x faster in that order; the transpose is copied back to w2's contiguous layout.
-                dw2 = (ds2.T @ x2).T.contiguous()
+                # faster in that order. Returned in w2's memory layout (dispatch.like): stored without a copy.
+                dw2 = like(w2, (ds2.T @ x2).T)
             if need_b2:
                 db2 = ds2.sum(0)  # db2 = sum_i dS2[i]   (N,C) -> (C,)
         if not (need_x or need_w1 or need_b1):
@@ -86,7 +83,9 @@ class TwoLayerNetFn(torch.autograd.Function):
         # dx2 * (x2 > 0) the bool-times-float product takes a slow casting loop, 3-5x slower on CPU.
         ds1 = torch.ops.aten.threshold_backward(dx2, x2, 0)
         if need_w1:
-            dw1 = x.T @ ds1  # dW1 = X^T dS1          (D,N)@(N,H) -> (D,H)
+            # dW1 = X^T dS1   (D,N)@(N,H) -> (D,H), computed in w1's memory layout: as (dS1^T X)^T where w1 is stored
+            # transposed (as nn.Linear's (H,D) weight, TwoLayerNet's layout), else directly.
+            dw1 = (ds1.T @ x).T if ctx.w1_transposed else x.T @ ds1
         if need_b1:
             db1 = ds1.sum(0)  # db1 = sum_i dS1[i]    (N,H) -> (H,)
         if need_x:
@@ -174,51 +173,11 @@ def _sum(*terms: Tensor | None) -> Tensor | None:
     return sum(present[1:], present[0]) if present else None
 
 
-class _TwoLayerNetNoJvpFn(TwoLayerNetFn):
-    """TwoLayerNetFn without its jvp, for torch.compile outside forward AD (see _apply)."""
-
-    jvp = staticmethod(torch.autograd.Function.jvp)
-
-
-class _SoftmaxCrossEntropyNoJvpFn(SoftmaxCrossEntropyFn):
-    """SoftmaxCrossEntropyFn without its jvp, for torch.compile outside forward AD (see _apply)."""
-
-    jvp = staticmethod(torch.autograd.Function.jvp)
-
-
-# Function.apply binds its arguments to forward's signature with inspect.signature on every call, a cost that shows
-# in small steps (docs/performance.md); inspect.signature returns a function's __signature__ when it is set.
+# The forms torch.compile needs (twins without the jvp) and the fast argument binding: manualnet/dispatch.py.
+_TwoLayerNetNoJvpFn, _SoftmaxCrossEntropyNoJvpFn = no_jvp_twin(TwoLayerNetFn), no_jvp_twin(SoftmaxCrossEntropyFn)
 for _fn in (TwoLayerNetFn, SoftmaxCrossEntropyFn):
-    _fn.forward.__signature__ = inspect.signature(_fn.forward)
-
-
-def _autocast_dtype(x: Tensor) -> torch.dtype | None:
-    """The dtype autocast would give a matmul on x's device, or None when autocast is off there."""
-    device_type = x.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
-def _apply(fn: type[torch.autograd.Function], fn_no_jvp: type[torch.autograd.Function], *args: Tensor):
-    """fn.apply(*args), in the form that keeps fn's hand-written derivatives under torch.compile.
-
-    Dynamo inlines a Function's forward, and so differentiates it with autograd instead of running our backward,
-    when its inputs are the very inputs of a torch.func.grad (pytorch #193279): views make them intermediates (free
-    once compiled). It refuses to trace a Function that defines jvp ("Unsupported custom jvp", a graph break) and,
-    under forward AD, inlines it and drops the jvp (pytorch #192985). So, while compiling: under forward AD, fn runs
-    eagerly (a graph break, and our jvp runs); otherwise fn_no_jvp, fn without its jvp, is traced, backward and all.
-    """
-    if not torch.compiler.is_compiling():
-        return fn.apply(*args)
-    if fwAD._current_level >= 0:  # a dual level is open: tangents may reach fn
-        return _eager_apply(fn, *args)
-    return fn_no_jvp.apply(*(t.view_as(t) if t.is_floating_point() else t for t in args))
-
-
-@torch.compiler.disable
-def _eager_apply(fn: type[torch.autograd.Function], *args: Tensor):
-    return fn.apply(*args)
+    bind_positionally(_fn)
+_NET_CHECKED, _LOSS_CHECKED = Seen(), Seen()  # argument signatures already checked (dispatch.Seen)
 
 
 def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
@@ -227,14 +186,17 @@ def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> 
     Under torch.autocast the inputs are cast as nn.Linear's would be (to the autocast dtype of x's device).
     Raises ValueError / TypeError naming the argument on any shape, dtype or device mismatch.
     """
-    cast = _autocast_dtype(x) if isinstance(x, Tensor) else None
-    check_net_inputs(x, w1, b1, w2, b2, autocast=cast)
+    cast = autocast_dtype(x) if isinstance(x, Tensor) else None
+    signature = _NET_CHECKED.key((x, w1, b1, w2, b2), cast)
+    if signature not in _NET_CHECKED:
+        check_net_inputs(x, w1, b1, w2, b2, autocast=cast)
+        _NET_CHECKED.add(signature)
     if cast is not None:
         x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
         with torch.autocast(x.device.type, enabled=False):
-            s2, _ = _apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
+            s2, _ = apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
         return s2
-    s2, _ = _apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
+    s2, _ = apply(TwoLayerNetFn, _TwoLayerNetNoJvpFn, x, w1, b1, w2, b2)
     return s2
 
 
@@ -243,11 +205,16 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor) -> Tensor:
 
     Under torch.autocast the scores are computed in float32, as F.cross_entropy does.
     """
-    check_scores(s2)  # before reading s2.shape
-    check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
-    if _autocast_dtype(s2) is not None:
+    signature = _LOSS_CHECKED.key((s2, y))
+    if signature in _LOSS_CHECKED:
+        assert_labels_in_range(y, s2.shape[1])  # the values: checked on every call
+    else:
+        check_scores(s2)  # before reading s2.shape
+        check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
+        _LOSS_CHECKED.add(signature)
+    if autocast_dtype(s2) is not None:
         with torch.autocast(s2.device.type, enabled=False):
-            return _apply(
+            return apply(
                 SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2.float() if s2.dtype != torch.float64 else s2, y
             )
-    return _apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2, y)
+    return apply(SoftmaxCrossEntropyFn, _SoftmaxCrossEntropyNoJvpFn, s2, y)

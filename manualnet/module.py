@@ -31,9 +31,12 @@ class TwoLayerNet(nn.Module):
             check_int(name, value, 1)
         self.in_features, self.hidden, self.num_classes = in_features, hidden, num_classes
         kw = {"device": device, "dtype": dtype}
-        self.w1 = nn.Parameter(torch.empty(in_features, hidden, **kw))
+        # w1 (D,H) and w2 (H,C) are stored as nn.Linear stores its weights, (out, in) in memory, and seen transposed:
+        # the CPU's products x w1, dW1 and x2 w2 are faster in that layout at the shapes users run, and the backward
+        # returns dW1, dW2 in it (docs/performance.md).
+        self.w1 = nn.Parameter(torch.empty(hidden, in_features, **kw).T)
         self.b1 = nn.Parameter(torch.empty(hidden, **kw))
-        self.w2 = nn.Parameter(torch.empty(hidden, num_classes, **kw))
+        self.w2 = nn.Parameter(torch.empty(num_classes, hidden, **kw).T)
         self.b2 = nn.Parameter(torch.empty(num_classes, **kw))
         self.reset_parameters(seed)
 

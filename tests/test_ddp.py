@@ -64,7 +64,9 @@ def test_ddp_on_two_processes_ends_with_the_weights_of_one_process_with_the_same
         assert moved > 1e-3, name  # training moved the weights far more than the tolerance
 
 
-def test_manual_gradients_are_contiguous_with_the_parameters_strides_even_for_a_strided_upstream_gradient():
+def test_manual_gradients_have_the_parameters_strides_even_for_a_strided_upstream_gradient():
+    # DDP's bucket views have the parameters' strides; w1 and w2 are stored transposed (nn.Linear's layout), so
+    # their gradients must be too, and the biases' contiguous
     net = TwoLayerNet(12, 5, 3, seed=0)
     x = torch.randn(8, 12)
     s2 = net(x)
@@ -72,4 +74,5 @@ def test_manual_gradients_are_contiguous_with_the_parameters_strides_even_for_a_
     s2.backward(ds2)
     for name, p in net.named_parameters():
         assert p.grad is not None, name
-        assert p.grad.is_contiguous() and p.grad.stride() == p.stride(), name
+        assert p.grad.stride() == p.stride(), name
+        assert p.grad.is_contiguous() == p.is_contiguous() and p.grad.T.is_contiguous() == p.T.is_contiguous(), name

@@ -30,6 +30,8 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "python": platform.python_version(),
+        # the machine's load when the run started (1, 5, 15 minutes): other processes share the cores being timed
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -115,7 +117,11 @@ def markdown(results: dict) -> str:
     """The results as markdown tables: step times (median [q1, q3]), ratios, saved bytes; with the SGD step; the
     floor's layouts; the Lightning fit; the epoch comparison; the goals."""
     env = results["env"]
-    lines = [f"device: {results['device']} ({env['device_name']}), {env['threads']} threads, torch {env['torch']}"]
+    load = env.get("load_average")
+    lines = [
+        f"device: {results['device']} ({env['device_name']}), {env['threads']} threads, torch {env['torch']}"
+        + (f", load average {' '.join(f'{v:.2f}' for v in load)} at the start" if load else "")
+    ]
     rows = results["steps"]
     if rows:
         lines += step_table(rows) + sgd_table(rows) + floor_table(rows)
