@@ -14,6 +14,7 @@ import golden
 import pytest
 import torch
 import zoo_ops
+from cube import Cube
 
 from manualnet.crosscheck import CHECKS, PROFILES, check_function
 from manualnet.crosscheck.case import compile_traced
@@ -239,20 +240,6 @@ def test_the_quick_profile_runs_opchecks_tests_except_the_one_that_compiles():
 
 
 # ------------------------------------------------------------------------------------------------- bad input
-
-
-class Cube(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return x**3
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        return 3 * g * ctx.saved_tensors[0] ** 2
 
 
 @pytest.mark.parametrize(

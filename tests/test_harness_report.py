@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cube import Cube
 
 from manualnet.crosscheck import FLOOR, Result, Sample, Symptom, check_function
 from manualnet.crosscheck.diagnosis import diagnose
@@ -341,23 +342,6 @@ def test_without_no_grad_the_missing_gradient_is_one_line_that_suggests_it():
 
 
 # ---------------------------------------------------------------------------------- quiet on correct code (#193279)
-
-
-class Cube(torch.autograd.Function):
-    """y = x^3, backward by hand: equal to autograd's, so only the probe can tell which one ran."""
-
-    @staticmethod
-    def forward(x):
-        return x**3
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 3 * g * x**2
 
 
 def cube_on_views(x):

@@ -7,6 +7,7 @@ from pathlib import Path
 import golden
 import pytest
 import torch
+from cube import Cube
 
 from manualnet.crosscheck import CHECKS, PROFILES, FunctionUnderTest, check_function, checks
 from manualnet.crosscheck.needs import NEEDS, Check
@@ -22,23 +23,6 @@ def make_x_w(dtype, device, gen):
 
 def make_scalar(dtype, device, gen):
     return (torch.randn((), dtype=dtype, device=device, generator=gen),)
-
-
-class Cube(torch.autograd.Function):
-    """y = x^3, new-style (torch.func can run it), with neither a vmap rule nor a jvp."""
-
-    @staticmethod
-    def forward(x):
-        return x**3
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 3 * g * x**2
 
 
 class OldStyleCube(torch.autograd.Function):
