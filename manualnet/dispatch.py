@@ -8,8 +8,8 @@ here changes a number, and every argument is still checked before any work (manu
   under forward AD, inlines it and drops the jvp (pytorch #192985).
 - Argument binding (`PositionalSignature`): Function.apply binds its arguments to forward's signature on every call
   (torch.autograd.function._bind_default_args: inspect.signature, Signature.bind, apply_defaults) so that
-  setup_context sees defaults filled in. The Functions' forwards take positional tensors and have no defaults: their
-  signature binds exactly those directly.
+  setup_context sees defaults filled in. The Functions are called with every argument given, positionally: their
+  signature binds exactly those directly (a call that leaves a default out takes inspect's general bind).
 - Weights' layout (`transposed`, `like`): TwoLayerNet stores w1 and w2 as nn.Linear stores its weights (module.py);
   the backward makes dW1 and dW2 in each weight's own layout, so that AccumulateGrad stores them without a copy.
 - Validation once per signature (`Seen`): the argument checks depend only on the arguments' types, shapes, dtypes
@@ -37,7 +37,7 @@ def no_jvp_twin(fn: type[torch.autograd.Function]) -> type[torch.autograd.Functi
     return type(f"_{fn.__name__}NoJvp", (fn,), {"jvp": staticmethod(torch.autograd.Function.jvp)})
 
 
-def apply(fn: type[torch.autograd.Function], fn_no_jvp: type[torch.autograd.Function], *args: Tensor):
+def apply(fn: type[torch.autograd.Function], fn_no_jvp: type[torch.autograd.Function], *args: Tensor | float | None):
     """fn.apply(*args), in the form that keeps fn's hand-written derivatives under torch.compile.
 
     While compiling: under forward AD, fn runs eagerly (a graph break, and its jvp runs: pytorch #192985); otherwise
@@ -48,7 +48,7 @@ def apply(fn: type[torch.autograd.Function], fn_no_jvp: type[torch.autograd.Func
         return fn.apply(*args)
     if fwAD._current_level >= 0:  # a dual level is open: tangents may reach fn
         return _eager_apply(fn, *args)
-    return fn_no_jvp.apply(*(t.view_as(t) if t.is_floating_point() else t for t in args))
+    return fn_no_jvp.apply(*(t.view_as(t) if isinstance(t, Tensor) and t.is_floating_point() else t for t in args))
 
 
 @torch.compiler.disable
@@ -74,7 +74,7 @@ class _Bound:
 
 class PositionalSignature(inspect.Signature):
     """A function's signature whose bind takes a call with one positional argument per parameter directly (any other
-    call goes through inspect's general bind). For positional-only use by a function without defaults."""
+    call, one leaving a default out for instance, goes through inspect's general bind)."""
 
     __slots__ = ()
 
@@ -88,8 +88,8 @@ def bind_positionally(fn: type[torch.autograd.Function]) -> None:
     """Give fn.forward a PositionalSignature, which Function.apply's per-call binding reads (inspect.signature returns
     a function's __signature__)."""
     sig = inspect.signature(fn.forward)
-    if any(p.default is not p.empty or p.kind is not p.POSITIONAL_OR_KEYWORD for p in sig.parameters.values()):
-        raise TypeError(f"{fn.__name__}.forward: expected positional parameters without defaults, got {sig}")
+    if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in sig.parameters.values()):
+        raise TypeError(f"{fn.__name__}.forward: expected positional-or-keyword parameters only, got {sig}")
     fn.forward.__signature__ = PositionalSignature(list(sig.parameters.values()))
 
 

@@ -52,17 +52,21 @@ class TwoLayerNet(nn.Module):
         self.b1.zero_()
         self.b2.zero_()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Scores (N,C) for x of shape (N, *) whose trailing dimensions hold in_features values (e.g. (N,3,32,32))."""
+    def forward(self, x: Tensor, m: Tensor | None = None) -> Tensor:
+        """Scores (N,C) for x of shape (N, *) whose trailing dimensions hold in_features values (e.g. (N,3,32,32)).
+
+        m: the hidden layer's dropout mask (N,H) (manualnet.dropout_mask draws one), or None: no dropout.
+        """
         if not isinstance(x, Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 2 or math.prod(x.shape[1:]) != self.in_features:
             raise ValueError(f"x: expected shape (N, ...) with {self.in_features} values per row, got {tuple(x.shape)}")
-        return two_layer_net(x.flatten(1), self.w1, self.b1, self.w2, self.b2)
+        return two_layer_net(x.flatten(1), self.w1, self.b1, self.w2, self.b2, m)
 
-    def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """Mean softmax cross-entropy of the scores for x against int64 labels y (N,)."""
-        return softmax_cross_entropy(self(x), y)
+    def loss(self, x: Tensor, y: Tensor, m: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
+        """Mean softmax cross-entropy of the scores for x (with the dropout mask m, if any) against int64 labels y
+        (N,), with the target smoothed by label_smoothing (F.cross_entropy's)."""
+        return softmax_cross_entropy(self(x, m), y, label_smoothing)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, hidden={self.hidden}, num_classes={self.num_classes}"

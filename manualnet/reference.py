@@ -7,6 +7,7 @@ TwoLayerNet's w1 (D,H) and w2 (H,C) enter transposed):
     reference_from                                          an nn.Sequential(Flatten, Linear, ReLU, Linear) holding a
                                                             copy of a TwoLayerNet's weights: the Lightning module's
                                                             impl "autograd", the live cross-check, the benchmark
+    reference_scores                                        such an nn.Sequential run with a dropout mask
 """
 
 import torch
@@ -16,20 +17,45 @@ from torch import Tensor, nn
 from manualnet.module import TwoLayerNet
 
 
-def reference_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-    """s2 = relu(x w1 + b1) w2 + b2 as nn.Linear computes it (weights stored transposed)."""
-    return F.linear(F.relu(F.linear(x, w1.T, b1)), w2.T, b2)
+def _hidden(h: Tensor, m: Tensor | None) -> Tensor:
+    """The hidden layer's output relu(s1), times the dropout mask m when there is one."""
+    return h if m is None else h * m
 
 
-def reference_net_both(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+def reference_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor | None = None) -> Tensor:
+    """s2 = (relu(x w1 + b1) * m) w2 + b2 as nn.Linear computes it (weights stored transposed); m: None, no dropout."""
+    return F.linear(_hidden(F.relu(F.linear(x, w1.T, b1)), m), w2.T, b2)
+
+
+def reference_net_both(
+    x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(s2, x2), the two outputs of TwoLayerNetFn."""
-    x2 = F.relu(F.linear(x, w1.T, b1))
+    x2 = _hidden(F.relu(F.linear(x, w1.T, b1)), m)
     return F.linear(x2, w2.T, b2), x2
 
 
-def reference_net_loss(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
-    """The mean softmax cross-entropy of reference_net's logits against labels y (N,)."""
-    return F.cross_entropy(reference_net(x, w1, b1, w2, b2), y)
+def reference_net_loss(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    y: Tensor,
+    m: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """The mean softmax cross-entropy of reference_net's logits against labels y (N,), F.cross_entropy's label
+    smoothing and the dropout mask m (None: none) included."""
+    return F.cross_entropy(reference_net(x, w1, b1, w2, b2, m), y, label_smoothing=label_smoothing)
+
+
+def reference_scores(ref: nn.Sequential, x: Tensor, m: Tensor | None = None) -> Tensor:
+    """ref(x), the dropout mask m (N,H) applied to the ReLU's output when given (ref as reference_from builds it)."""
+    if m is None:
+        return ref(x)
+    flatten, linear1, relu, linear2 = ref
+    return linear2(relu(linear1(flatten(x))) * m)
 
 
 def reference_from(model: TwoLayerNet) -> nn.Sequential:

@@ -36,14 +36,28 @@ def check_tensor(name: str, t: object, dim: int) -> None:
         raise ValueError(f"{name}: expected {dim} dimensions, got {t.dim()} (shape {tuple(t.shape)})")
 
 
+def check_fraction(name: str, value: object) -> None:
+    """`name` must be a real number (not a bool) in [0, 1)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
+
+
 def check_net_inputs(
-    x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, autocast: torch.dtype | None = None
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    autocast: torch.dtype | None = None,
+    m: Tensor | None = None,
 ) -> None:
-    """Check x (N,D), w1 (D,H), b1 (H,), w2 (H,C), b2 (C,): dims, sizes, floating dtypes, one dtype, one device.
+    """Check x (N,D), w1 (D,H), b1 (H,), w2 (H,C), b2 (C,) and the dropout mask m (N,H) when given: dims, sizes,
+    floating dtypes, one dtype, one device; m requires no gradient and holds no negative value.
 
     Under autocast (its dtype given) the dtypes are compared after the cast autocast would make.
     """
-    named = {"x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    named = {"x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2} | ({} if m is None else {"m": m})
     for name, t in named.items():
         check_tensor(name, t, dim=1 if name.startswith("b") else 2)
     n, d = x.shape
@@ -59,6 +73,12 @@ def check_net_inputs(
     c = w2.shape[1]
     if b2.shape != (c,):
         raise ValueError(f"b2: expected shape (C,) = ({c},) from w2, got {tuple(b2.shape)}")
+    if m is not None and m.shape != (n, h):
+        raise ValueError(
+            f"m: expected the dropout mask's shape (N, H) = ({n}, {h}) from x and w1, got {tuple(m.shape)}"
+        )
+    if m is not None and m.requires_grad:
+        raise ValueError("m: expected a dropout mask that does not require grad (it is not differentiated), got one")
     for name, t in named.items():
         if t.device != x.device:
             raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got one on {t.device}")
@@ -67,6 +87,8 @@ def check_net_inputs(
         got = autocast_dtype_of(t, autocast)
         if got != want:
             raise TypeError(f"{name}: expected dtype {want} (that of x), got {got}")
+    if m is not None and not _is_tracing():
+        assert_mask_nonnegative(m)
 
 
 def check_scores(s2: Tensor) -> None:
@@ -108,3 +130,12 @@ def assert_labels_in_range(y: Tensor, num_classes: int, name: str = "y") -> None
     except RuntimeError:  # only on the CPU, where the assert is synchronous: name the range the values span
         lo, hi = torch.aminmax(y)
         raise ValueError(f"{msg}, got values from {lo.item()} to {hi.item()}") from None
+
+
+def assert_mask_nonnegative(m: Tensor) -> None:
+    """Every value of the dropout mask m is >= 0 (the backward reads the ReLU's mask [s1 > 0] off x2 = max(0, s1) * m,
+    which needs m >= 0), checked on m's device with no host read (as assert_labels_in_range)."""
+    try:
+        torch._assert_async((m >= 0).all(), "m: expected a dropout mask with entries >= 0")
+    except RuntimeError:  # only on the CPU, where the assert is synchronous
+        raise ValueError(f"m: expected a dropout mask with entries >= 0, got a minimum of {m.min().item()}") from None

@@ -179,7 +179,7 @@ def wrong_dw1(monkeypatch):
     right = TwoLayerNetFn.backward
 
     def wrong(ctx, ds2, dx2_out):
-        dx, dw1, db1, dw2, db2 = right(ctx, ds2, dx2_out)
-        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
+        dx, dw1, db1, dw2, db2, dm = right(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2, dm
 
     monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))

@@ -52,8 +52,8 @@ def doubled_dw1(monkeypatch):
     right = TwoLayerNetFn.backward
 
     def doubled(ctx, ds2, dx2_out):
-        dx, dw1, db1, dw2, db2 = right(ctx, ds2, dx2_out)
-        return dx, None if dw1 is None else 2 * dw1, db1, dw2, db2
+        dx, dw1, db1, dw2, db2, dm = right(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else 2 * dw1, db1, dw2, db2, dm
 
     monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(doubled))
 

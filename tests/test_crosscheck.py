@@ -111,8 +111,8 @@ def test_crosscheck_seeds_is_quiet_on_the_net_and_exits_nonzero_on_a_wrong_gradi
     right = TwoLayerNetFn.backward
 
     def wrong(ctx, ds2, dx2_out):
-        dx, dw1, db1, dw2, db2 = right(ctx, ds2, dx2_out)
-        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2
+        dx, dw1, db1, dw2, db2, dm = right(ctx, ds2, dx2_out)
+        return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2, dm
 
     monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))
     assert seeds.main(["--seeds", "1", "--profile", "quick"]) == 1

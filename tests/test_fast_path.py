@@ -86,21 +86,24 @@ def test_function_apply_binds_forwards_arguments_without_inspects_general_bind(m
     real = inspect.Signature.bind
     monkeypatch.setattr(inspect.Signature, "bind", lambda self, *a, **k: (bound.append(self), real(self, *a, **k))[1])
     t = inputs(w1=torch.randn(D, H, requires_grad=True))
-    s2, x2 = functional.TwoLayerNetFn.apply(*t.values())
+    s2, x2 = functional.TwoLayerNetFn.apply(*t.values(), None)  # as two_layer_net calls it: every argument given
     assert bound == []  # the PositionalSignature took the call
     expected = torch.relu(t["x"] @ t["w1"] + t["b1"]) @ t["w2"] + t["b2"]
     torch.testing.assert_close(s2, expected)
     # what apply's binding returns: forward's arguments in order, no keywords; any other call: inspect's bind
     sig = inspect.signature(functional.TwoLayerNetFn.forward)
-    fast = sig.bind(*range(5))
+    fast = sig.bind(*range(6))
     assert (fast.args, fast.kwargs, fast.arguments) == (
-        (0, 1, 2, 3, 4),
+        (0, 1, 2, 3, 4, 5),
         {},
-        {"x": 0, "w1": 1, "b1": 2, "w2": 3, "b2": 4},
+        {"x": 0, "w1": 1, "b1": 2, "w2": 3, "b2": 4, "m": 5},
     )
     with pytest.raises(TypeError):
         sig.bind(1, 2)
     assert bound == [sig]
+    general = sig.bind(*range(5))  # m left to its default: inspect's bind, which apply_defaults completes
+    general.apply_defaults()
+    assert general.args == (0, 1, 2, 3, 4, None) and bound == [sig, sig]
 
 
 def test_the_module_stores_w1_and_w2_as_nn_linear_stores_its_weights():
