@@ -11,7 +11,7 @@ from torch import Tensor
 from lightning_ref.errors import UsageError
 from manualnet import TwoLayerNet
 from manualnet.crosscheck import GradDiff, compare_all, format_table
-from manualnet.reference import copy_to_reference, reference_from, reference_grads
+from manualnet.reference import copy_to_reference, reference_from, reference_grads, reference_scores
 from manualnet.validate import check_int
 
 
@@ -27,10 +27,11 @@ class GradientCrossCheck(L.Callback):
     """Every `every_n_steps` optimizer steps, check the manual gradients of the batch against autograd's.
 
     After backward and before the optimizer step, the autograd reference (nn.Linear/ReLU copies of the current
-    w1, b1, w2, b2) runs forward and backward on the same batch with F.cross_entropy; under DDP its gradients are
-    averaged over the ranks, as DDP averaged the manual ones. Per parameter it logs the max abs error and the max
-    rel error (max |g - g_ref| / max |g_ref|) as crosscheck/<name>_max_abs and crosscheck/<name>_max_rel, and a
-    parameter fails when max |g - g_ref| > atol + rtol * max |g_ref|: then it warns or raises (on_mismatch).
+    w1, b1, w2, b2) runs forward and backward on the same batch with F.cross_entropy, with the step's dropout mask
+    (the module's step_mask) and label smoothing (its hparams.label_smoothing) when it has them; under DDP its
+    gradients are averaged over the ranks, as DDP averaged the manual ones. Per parameter it logs the max abs error
+    and the max rel error (max |g - g_ref| / max |g_ref|) as crosscheck/<name>_max_abs and crosscheck/<name>_max_rel,
+    and a parameter fails when max |g - g_ref| > atol + rtol * max |g_ref|: then it warns or raises (on_mismatch).
 
     every_n_steps=0 turns the check off. It checks only models whose `net` is a manualnet.TwoLayerNet (impl="manual").
     Cost: one extra forward and backward of the reference every `every_n_steps` steps.
@@ -91,8 +92,10 @@ class GradientCrossCheck(L.Callback):
             self._ref = reference_from(net)
         copy_to_reference(net, self._ref)
         self._ref.zero_grad(set_to_none=True)
+        m = getattr(pl_module, "step_mask", None)  # the mask the manual step used (None: no dropout)
+        eps = getattr(pl_module, "hparams", {}).get("label_smoothing", 0.0)
         with torch.enable_grad(), trainer.precision_plugin.forward_context():
-            loss = F.cross_entropy(self._ref(x), y)
+            loss = F.cross_entropy(reference_scores(self._ref, x, m), y, label_smoothing=eps)
         loss.backward()
         # DDP averaged the manual gradients over the ranks; average the reference's the same way.
         ref = {name: trainer.strategy.reduce(g, reduce_op="mean") for name, g in reference_grads(self._ref).items()}

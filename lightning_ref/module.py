@@ -14,6 +14,12 @@ torch.compile'd function, with CUDA graphs on a GPU (mode="reduce-overhead"); th
 stepped by the module itself (Lightning's manual optimization: its optimizer wrapper runs a closure, which compile
 can't trace). The training step reads no tensor value to the host (no device sync): the labels' range is asserted on
 the device, and the step's loss and accuracy are accumulated in metrics that are read at the epoch end.
+
+Regularisers (off by default): label_smoothing trains on the smoothed target (F.cross_entropy's label_smoothing, by
+hand in the manual impl); dropout multiplies the hidden layer by an inverted-dropout mask drawn for each training step
+from a generator seeded by (seed, rank, step, batch), the same mask for both impls, none at evaluation; ema_decay > 0
+adds Lightning's EMAWeightAveraging callback, whose averaged weights are the ones validated, tested and checkpointed.
+Validation and test losses are the plain cross-entropy, with neither regulariser.
 """
 
 import math
@@ -22,6 +28,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
@@ -29,8 +36,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_ref.errors import UsageError
 from lightning_ref.gradient_check import GradientCrossCheck
-from manualnet import TwoLayerNet, softmax_cross_entropy
-from manualnet.reference import reference_from
+from lightning_ref.seeds import DROPOUT_STREAM, mixed_seed
+from manualnet import TwoLayerNet, dropout_mask, softmax_cross_entropy
+from manualnet.reference import reference_from, reference_scores
 from manualnet.validate import check_int
 
 
@@ -69,6 +77,11 @@ class TwoLayerClassifier(L.LightningModule):
         weight_decay: decoupled (adamw) or L2 (sgd) weight decay on w1 and w2, not on the biases.
         schedule: the learning rate per optimizer step: onecycle (warm-up to lr, then down) or cosine (lr down to 0).
         compile: run each training step as one torch.compile'd function (CUDA graphs on a GPU; one device only).
+        label_smoothing: train on the target (1 - eps) Y + eps / C, eps in [0, 1); 0: the one-hot labels.
+        dropout: the probability p in [0, 1) that a hidden unit is dropped in a training step (inverted dropout:
+            the kept ones scaled by 1/(1-p)); 0: no dropout.
+        ema_decay: in [0, 1); > 0 validates, tests and checkpoints an exponential moving average of the weights,
+            updated after every optimizer step with this decay (Lightning's EMAWeightAveraging); 0: no averaging.
     """
 
     def __init__(
@@ -85,6 +98,9 @@ class TwoLayerClassifier(L.LightningModule):
         weight_decay: float = 5e-4,
         schedule: Literal["onecycle", "cosine"] = "onecycle",
         compile: bool = False,
+        label_smoothing: float = 0.0,
+        dropout: float = 0.0,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         _check_choice("impl", impl, ("manual", "autograd"))
@@ -95,6 +111,9 @@ class TwoLayerClassifier(L.LightningModule):
         _check_real("momentum", momentum, 0.0, 1.0)
         _check_real("weight_decay", weight_decay, 0.0, math.inf)
         _check_choice("schedule", schedule, ("onecycle", "cosine"))
+        _check_real("label_smoothing", label_smoothing, 0.0, 1.0)
+        _check_real("dropout", dropout, 0.0, 1.0)
+        _check_real("ema_decay", ema_decay, 0.0, 1.0)
         if not isinstance(compile, bool):
             raise UsageError(f"compile: expected a bool, got {compile!r}")
         if optimizer == "sgd" and nesterov and momentum == 0:
@@ -106,6 +125,8 @@ class TwoLayerClassifier(L.LightningModule):
         self.automatic_optimization = not compile  # compiled: the module steps its optimizer in the compiled step
         self._compiled_step = None  # torch.compile(self._train_step), made on the first step
         self._checkpoint_schedule: int | None = None  # the schedule length of the checkpoint a fit resumes from
+        self._dropout_generator: torch.Generator | None = None  # on the net's device, re-seeded every step
+        self.step_mask: Tensor | None = None  # this training step's dropout mask (GradientCrossCheck reuses it)
         self.net: torch.nn.Module | None = None
         if input_shape is not None or num_classes is not None:
             self._build(input_shape, num_classes)
@@ -171,6 +192,10 @@ class TwoLayerClassifier(L.LightningModule):
                 f"{steps}; resume with the original max_epochs, batch_size and data (a resumed run continues it)"
             )
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """EMAWeightAveraging when ema_decay > 0: Lightning's callback, averaging after every optimizer step."""
+        return [EMAWeightAveraging(decay=self.hparams.ema_decay)] if self.hparams.ema_decay > 0 else []
+
     def on_train_start(self) -> None:
         if self.hparams.compile and any(
             isinstance(cb, GradientCrossCheck) and cb.every_n_steps > 0 for cb in self.trainer.callbacks
@@ -184,15 +209,35 @@ class TwoLayerClassifier(L.LightningModule):
         """Class scores s2 (N,C) for images x (N,C,H,W)."""
         return self.net(x)
 
-    def loss_and_scores(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """L = mean_i -ln softmax(s2)[i, y_i] and the scores s2, through the impl's loss."""
-        s2 = self.net(x)
-        loss = softmax_cross_entropy(s2, y) if self.impl == "manual" else F.cross_entropy(s2, y)
-        return loss, s2
+    def loss_and_scores(
+        self, x: Tensor, y: Tensor, m: Tensor | None = None, label_smoothing: float = 0.0
+    ) -> tuple[Tensor, Tensor]:
+        """L = mean_i -sum_j Yeps_ij ln softmax(s2)_ij and the scores s2, through the impl's net (with the hidden
+        layer's dropout mask m, if any) and loss (Yeps = (1 - eps) Y + eps / C, eps = label_smoothing)."""
+        if self.impl == "manual":
+            s2 = self.net(x, m)
+            return softmax_cross_entropy(s2, y, label_smoothing), s2
+        s2 = reference_scores(self.net, x, m)
+        return F.cross_entropy(s2, y, label_smoothing=label_smoothing), s2
+
+    def dropout_mask(self, n: int, batch_idx: int) -> Tensor | None:
+        """The training step's mask (n,H) (None without dropout), drawn on the net's device from a generator seeded by
+        (seed, rank, global step, batch index): the same masks for both impls and after a resume."""
+        hp = self.hparams
+        if hp.dropout == 0:
+            return None
+        w = next(self.net.parameters())
+        if self._dropout_generator is None or self._dropout_generator.device != w.device:
+            self._dropout_generator = torch.Generator(device=w.device)
+        words = (hp.seed, DROPOUT_STREAM, self.global_rank, self.trainer.global_step, batch_idx)
+        self._dropout_generator.manual_seed(mixed_seed(*words))
+        return dropout_mask((n, hp.hidden), hp.dropout, self._dropout_generator, device=w.device, dtype=w.dtype)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss, s2 = self.compiled_step(x, y) if self.hparams.compile else self.loss_and_scores(x, y)
+        self.step_mask = m = self.dropout_mask(x.shape[0], batch_idx)
+        eps = self.hparams.label_smoothing
+        loss, s2 = self.compiled_step(x, y, m) if self.hparams.compile else self.loss_and_scores(x, y, m, eps)
         # update() only: the epoch values are logged once, at the epoch end (self.log has a Python cost every call)
         self.train_loss.update(loss.detach())
         self.train_acc.update(s2.detach(), y)
@@ -201,7 +246,7 @@ class TwoLayerClassifier(L.LightningModule):
         self.log("train_loss_step", loss)
         return loss
 
-    def compiled_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def compiled_step(self, x: Tensor, y: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor]:
         """One optimizer step under torch.compile: the loss and scores (copies), the schedule stepped after it."""
         lightning_opt = self.optimizers()
         opt = lightning_opt.optimizer  # the torch optimizer itself, not Lightning's closure-running wrapper
@@ -214,15 +259,16 @@ class TwoLayerClassifier(L.LightningModule):
         # max_steps, logging and checkpointing go by).
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready()
-        loss, s2 = self._compiled_step(x, y, opt)
+        loss, s2 = self._compiled_step(x, y, m, opt)
         progress.increment_completed()
         self.lr_schedulers().step()
         # CUDA graph outputs are overwritten by the graph's next replay: keep copies (a scalar and (N,C) values).
         return loss.clone(), s2.clone()
 
-    def _train_step(self, x: Tensor, y: Tensor, opt: torch.optim.Optimizer) -> tuple[Tensor, Tensor]:
-        """Forward, backward (the hand-written one, traced by compile into the backward graph), optimizer step."""
-        loss, s2 = self.loss_and_scores(x, y)
+    def _train_step(self, x: Tensor, y: Tensor, m: Tensor | None, opt: torch.optim.Optimizer) -> tuple[Tensor, Tensor]:
+        """Forward, backward (the hand-written one, traced by compile into the backward graph), optimizer step. The
+        dropout mask m is drawn outside (compile does not trace a generator argument) and comes in as an input."""
+        loss, s2 = self.loss_and_scores(x, y, m, self.hparams.label_smoothing)
         loss.backward()
         opt.step()
         return loss.detach(), s2.detach()

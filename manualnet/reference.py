@@ -54,6 +54,12 @@ def reference_scores(ref: nn.Sequential, x: Tensor, m: Tensor | None = None) -> 
     """ref(x), the dropout mask m (N,H) applied to the ReLU's output when given (ref as reference_from builds it)."""
     if m is None:
         return ref(x)
+    layers = tuple(type(layer) for layer in ref) if isinstance(ref, nn.Sequential) else ()
+    if layers != (nn.Flatten, nn.Linear, nn.ReLU, nn.Linear):
+        got = f"nn.Sequential({', '.join(t.__name__ for t in layers)})" if layers else type(ref).__name__
+        raise ValueError(
+            f"ref: expected nn.Sequential(Flatten, Linear, ReLU, Linear) to apply a dropout mask, got {got}"
+        )
     flatten, linear1, relu, linear2 = ref
     return linear2(relu(linear1(flatten(x))) * m)
 
