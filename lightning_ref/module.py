@@ -18,8 +18,8 @@ the device, and the step's loss and accuracy are accumulated in metrics that are
 Regularisers (off by default): label_smoothing trains on the smoothed target (F.cross_entropy's label_smoothing, by
 hand in the manual impl); dropout multiplies the hidden layer by an inverted-dropout mask drawn for each training step
 from a generator seeded by (seed, rank, step, batch), the same mask for both impls, none at evaluation; ema_decay > 0
-adds Lightning's EMAWeightAveraging callback, whose averaged weights are the ones validated, tested and checkpointed.
-Validation and test losses are the plain cross-entropy, with neither regulariser.
+adds Lightning's EMAWeightAveraging callback (lightning_ref.averaging), whose averaged weights are the ones
+validated, tested and checkpointed. Validation and test losses are the plain cross-entropy, with neither regulariser.
 """
 
 import math
@@ -28,12 +28,12 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_ref.averaging import EMAWeights
 from lightning_ref.errors import UsageError
 from lightning_ref.gradient_check import GradientCrossCheck
 from lightning_ref.seeds import DROPOUT_STREAM, mixed_seed
@@ -193,8 +193,10 @@ class TwoLayerClassifier(L.LightningModule):
             )
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """EMAWeightAveraging when ema_decay > 0: Lightning's callback, averaging after every optimizer step."""
-        return [EMAWeightAveraging(decay=self.hparams.ema_decay)] if self.hparams.ema_decay > 0 else []
+        """A fit with ema_decay > 0: Lightning's EMAWeightAveraging (lightning_ref.averaging), averaging after every
+        optimizer step. Other stages read a checkpoint's weights, which are the averaged ones: no callback."""
+        fitting = self.trainer.state.fn == "fit"
+        return [EMAWeights(decay=self.hparams.ema_decay)] if fitting and self.hparams.ema_decay > 0 else []
 
     def on_train_start(self) -> None:
         if self.hparams.compile and any(

@@ -16,8 +16,8 @@ class _DropTips(logging.Filter):
 
 
 def silence_unactionable() -> None:
-    """Silence Lightning's cloud tips and the LeafSpec deprecation that Lightning's own code raises in torch
-    (idempotent; the training CLI calls it before each run)."""
+    """Silence Lightning's cloud tips, the LeafSpec deprecation that Lightning's own code raises in torch and
+    EMAWeightAveraging's sharding warning (idempotent; the training CLI calls it before each run)."""
     logger = logging.getLogger(TIP_LOGGER)
     if not any(isinstance(f, _DropTips) for f in logger.filters):
         logger.addFilter(_DropTips())
@@ -29,3 +29,6 @@ def silence_unactionable() -> None:
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
+    # EMAWeightAveraging warns about memory for any module that overrides configure_model, which it assumes shards
+    # layers; TwoLayerClassifier's configure_model only builds the net from the data module's shapes (no sharding).
+    warnings.filterwarnings("ignore", message=r"You're using the WeightAveraging callback with a model that overrides")

@@ -47,14 +47,14 @@ def runs(fake_cifar10, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["manualnet-train"])  # main() parses its args list, not pytest's
     fit(fake_cifar10)
-
-    def stop(self, trainer, pl_module):
-        trainer.should_stop = True
-
     with monkeypatch.context() as m:
         m.setattr(GradientCrossCheck, "on_train_epoch_end", stop, raising=False)
         fit(fake_cifar10)
     return fake_cifar10
+
+
+def stop(self, trainer, pl_module):
+    trainer.should_stop = True
 
 
 def test_last_ckpt_holds_the_last_epoch_when_the_best_is_an_earlier_one(runs):
@@ -143,3 +143,29 @@ def test_resuming_with_another_max_epochs_is_refused_before_training_and_changes
     assert err[-1].startswith("manualnet-train: error: trainer.max_epochs:") and "schedule spans 30 steps" in err[-1]
     assert file_hashes(Path("runs")) == before
     assert not run_dir(2).exists()  # the folder the refused run had started is gone again
+
+
+REGULARISED = ("--model.dropout", "0.3", "--model.label_smoothing", "0.1", "--model.ema_decay", "0.9")
+
+
+def test_a_resumed_run_with_dropout_smoothing_and_weight_averaging_ends_bitwise_equal_to_the_uninterrupted_one(
+    fake_cifar10, tmp_path, monkeypatch
+):
+    # The dropout masks come from (seed, step, batch) and the average from Lightning's EMAWeightAveraging state in
+    # the checkpoint: both must carry over for the raw weights, the averaged ones and the average's count to agree.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["manualnet-train"])
+    fit(fake_cifar10, *REGULARISED)
+    with monkeypatch.context() as m:
+        m.setattr(GradientCrossCheck, "on_train_epoch_end", stop, raising=False)
+        fit(fake_cifar10, *REGULARISED)
+    fit(fake_cifar10, *REGULARISED, "--ckpt_path", str(run_dir(1) / "checkpoints" / "last.ckpt"))
+    straight, resumed = (torch.load(run_dir(k) / "checkpoints" / "last.ckpt", weights_only=True) for k in (0, 2))
+    assert straight["global_step"] == resumed["global_step"] == 30
+    for part in ("state_dict", "current_model_state", "averaging_state"):  # averaged, raw, the average's count
+        assert straight[part].keys() == resumed[part].keys(), part
+        for name, w in straight[part].items():
+            assert torch.equal(w, resumed[part][name]), (part, name)
+    assert straight["averaging_state"]["n_averaged"].item() == 30  # one update per optimizer step
+    # the checkpoint's weights are the average, not the last step's
+    assert not torch.equal(straight["state_dict"]["net.w1"], straight["current_model_state"]["net.w1"])
