@@ -25,6 +25,7 @@ from manualnet.validate import (
     autocast_dtype_of,
     check_fraction,
     check_labels,
+    check_mask_grad,
     check_net_inputs,
     check_scores,
 )
@@ -227,6 +228,7 @@ def two_layer_net(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: 
         check_net_inputs(x, w1, b1, w2, b2, autocast=cast, m=m)
         _NET_CHECKED.add(signature)
     elif m is not None:
+        check_mask_grad(m)  # requires_grad is not in the signature: checked on every call
         assert_mask_nonnegative(m)  # the values: checked on every call
     if cast is not None:
         x, w1, b1, w2, b2 = (t.to(autocast_dtype_of(t, cast)) for t in (x, w1, b1, w2, b2))
@@ -245,11 +247,11 @@ def softmax_cross_entropy(s2: Tensor, y: Tensor, label_smoothing: float = 0.0) -
     eps = 0 (the default) is -ln softmax(s2)[i, y_i]. Under torch.autocast the scores are computed in float32, as
     F.cross_entropy does.
     """
-    signature = _LOSS_CHECKED.key((s2, y), label_smoothing)
+    check_fraction("label_smoothing", label_smoothing)  # on every call: a number, no signature to cache
+    signature = _LOSS_CHECKED.key((s2, y))
     if signature in _LOSS_CHECKED:
         assert_labels_in_range(y, s2.shape[1])  # the values: checked on every call
     else:
-        check_fraction("label_smoothing", label_smoothing)
         check_scores(s2)  # before reading s2.shape
         check_labels(y, n=s2.shape[0], num_classes=s2.shape[1], device=s2.device)
         _LOSS_CHECKED.add(signature)

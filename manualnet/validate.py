@@ -77,8 +77,8 @@ def check_net_inputs(
         raise ValueError(
             f"m: expected the dropout mask's shape (N, H) = ({n}, {h}) from x and w1, got {tuple(m.shape)}"
         )
-    if m is not None and m.requires_grad:
-        raise ValueError("m: expected a dropout mask that does not require grad (it is not differentiated), got one")
+    if m is not None:
+        check_mask_grad(m)
     for name, t in named.items():
         if t.device != x.device:
             raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got one on {t.device}")
@@ -130,6 +130,12 @@ def assert_labels_in_range(y: Tensor, num_classes: int, name: str = "y") -> None
     except RuntimeError:  # only on the CPU, where the assert is synchronous: name the range the values span
         lo, hi = torch.aminmax(y)
         raise ValueError(f"{msg}, got values from {lo.item()} to {hi.item()}") from None
+
+
+def check_mask_grad(m: Tensor) -> None:
+    """The dropout mask m must not require grad: it is not differentiated."""
+    if m.requires_grad:
+        raise ValueError("m: expected a dropout mask that does not require grad (it is not differentiated), got one")
 
 
 def assert_mask_nonnegative(m: Tensor) -> None:
