@@ -9,18 +9,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from manualnet.crosscheck import FunctionUnderTest
-from manualnet.functional import SoftmaxCrossEntropyFn, TwoLayerNetFn, softmax_cross_entropy, two_layer_net
+from manualnet.crosscheck import FunctionUnderTest, Sample
+from manualnet.functional import (
+    SoftmaxCrossEntropyFn,
+    TwoLayerNetFn,
+    dropout_mask,
+    softmax_cross_entropy,
+    two_layer_net,
+)
 from manualnet.reference import reference_net, reference_net_both, reference_net_loss
 
 # The samples (N, D, H, C) away from ReLU's kink: a general one, a batch of one, one hidden unit, two classes.
 SHAPES = {"general": (6, 7, 5, 4), "batch of 1": (1, 3, 4, 2), "one hidden unit": (4, 5, 1, 3), "C=2": (3, 6, 5, 2)}
 KINKS = ("kink",)  # the sample with pre-activations exactly 0: no finite differences there
+EPS = 0.1  # the label smoothing of the smoothed samples: Yeps = 0.9 Y + 0.1 / C
+P_DROP = 0.5  # the dropout probability of the samples' masks: entries 0 or 1 / (1 - 0.5) = 2
 
 
-def net_loss(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
-    """The loss through both hand-written Functions."""
-    return softmax_cross_entropy(two_layer_net(x, w1, b1, w2, b2), y)
+def net_loss(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    y: Tensor,
+    m: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """The loss through both hand-written Functions (m: the dropout mask or None; label_smoothing: eps)."""
+    return softmax_cross_entropy(two_layer_net(x, w1, b1, w2, b2, m), y, label_smoothing)
 
 
 def _weights(n, d, h, c, dtype, device, gen, margin=1e-2):
@@ -64,6 +81,27 @@ def loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Gener
     return samples
 
 
+def smoothed_loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> dict[str, Sample]:
+    """loss_inputs' samples (general, a batch of 1, C=2, logits 1e4) with label_smoothing=EPS."""
+    return {name: Sample(s2, y, label_smoothing=EPS) for name, (s2, y) in loss_inputs(dtype, device, generator).items()}
+
+
+def _with_mask(x, w1, b1, w2, b2, generator):
+    """The sample with a dropout mask m (N,H) drawn from the generator, P_DROP of its entries 0, the others 2."""
+    return x, w1, b1, w2, b2, dropout_mask((x.shape[0], w1.shape[1]), P_DROP, generator, x.device, x.dtype)
+
+
+def dropout_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> dict[str, tuple]:
+    """net_inputs' samples (x, w1, b1, w2, b2, m), each with a mask drawn from the generator (the kink sample
+    included), and the general sample again with every unit of its first row dropped (m[0] = 0: that row's s2 is b2)
+    and with nothing dropped (m = 1, p = 0)."""
+    samples = {name: _with_mask(*s, generator) for name, s in net_inputs(dtype, device, generator).items()}
+    x, w1, b1, w2, b2, m = samples["general"]
+    samples["row dropped"] = (x, w1, b1, w2, b2, torch.cat([torch.zeros_like(m[:1]), m[1:]]))
+    samples["nothing dropped"] = (x, w1, b1, w2, b2, torch.ones_like(m))
+    return samples
+
+
 def net_loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> dict[str, tuple]:
     """net_inputs with labels y appended, and the general sample with logits of magnitude 1e4."""
     samples = {}
@@ -71,6 +109,16 @@ def net_loss_inputs(dtype: torch.dtype, device: torch.device, generator: torch.G
         y = torch.randint(0, w2.shape[1], (x.shape[0],), device=device, generator=generator)
         samples[name] = (x, w1, b1, w2, b2, y)
     samples["logits 1e4"] = _huge_logits(*samples["general"][:5], generator)
+    return samples
+
+
+def regularised_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> dict[str, Sample]:
+    """net_loss_inputs' samples (x, w1, b1, w2, b2, y, m) with a dropout mask m from the generator and
+    label_smoothing=EPS: both regularisers at once, against F.cross_entropy's smoothing on the masked net."""
+    samples = {}
+    for name, (x, w1, b1, w2, b2, y) in net_loss_inputs(dtype, device, generator).items():
+        m = _with_mask(x, w1, b1, w2, b2, generator)[5]
+        samples[name] = Sample(x, w1, b1, w2, b2, y, m, label_smoothing=EPS)
     return samples
 
 
@@ -106,4 +154,29 @@ NET_LOSS = FunctionUnderTest(
     reference_net_loss,
     net_loss_inputs,
     {"functions": (TwoLayerNetFn, SoftmaxCrossEntropyFn), "kinks": KINKS, "batch_args": (0, 5)},
+)
+# Issue 24's regularisers. The mask m is a float tensor that gets no gradient: no_grad=("m",) passes it as it is
+# (the harness differentiates every other floating input), as the reference does with the very same mask.
+LOSS_SMOOTHED = FunctionUnderTest(
+    softmax_cross_entropy,
+    F.cross_entropy,  # F.cross_entropy(s2, y, label_smoothing=EPS): torch's own smoothing, the independent truth
+    smoothed_loss_inputs,
+    {"functions": (SoftmaxCrossEntropyFn,), "batch_args": (0, 1)},
+)
+NET_DROPOUT = FunctionUnderTest(
+    two_layer_net,
+    reference_net,  # F.linear(F.relu(F.linear(x, w1.T, b1)) * m, w2.T, b2)
+    dropout_inputs,
+    {"functions": (TwoLayerNetFn,), "kinks": KINKS, "batch_args": (0, 5), "no_grad": ("m",)},
+)
+NET_LOSS_REGULARISED = FunctionUnderTest(
+    net_loss,
+    reference_net_loss,
+    regularised_inputs,
+    {
+        "functions": (TwoLayerNetFn, SoftmaxCrossEntropyFn),
+        "kinks": KINKS,
+        "batch_args": (0, 5, 6),
+        "no_grad": ("m",),
+    },
 )

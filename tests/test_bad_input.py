@@ -4,11 +4,13 @@ An autouse fixture makes both Functions' `apply` fail if reached, so each error 
 checks that run before the Functions (no graph is built, nothing is computed).
 """
 
+import re
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from manualnet import TwoLayerNet, softmax_cross_entropy, two_layer_net
+from manualnet import TwoLayerNet, dropout_mask, softmax_cross_entropy, two_layer_net
 from manualnet.functional import SoftmaxCrossEntropyFn, TwoLayerNetFn
 
 N, D, H, C = 4, 5, 3, 2
@@ -168,6 +170,60 @@ def test_bad_input_with_gradients_required_builds_no_graph():
     assert watch.built == []
 
 
+# ------------------------------------------------------------------------------------ two_layer_net's dropout mask
+
+MASK_CASES = {
+    "mask shape": (
+        torch.ones(N, H + 1),
+        ValueError,
+        r"^m: expected the dropout mask's shape \(N, H\) = \(4, 3\) .*got \(4, 4\)",
+    ),
+    "mask (H,)": (torch.ones(H), ValueError, r"^m: expected 2 dimensions, got 1"),
+    "mask float64 beside float32": (
+        torch.ones(N, H, dtype=torch.float64),
+        TypeError,
+        r"^m: expected dtype torch.float32 \(that of x\), got torch.float64",
+    ),
+    "mask bool": (torch.ones(N, H, dtype=torch.bool), TypeError, r"^m: expected a floating-point tensor, got dtype"),
+    "mask on meta": (torch.ones(N, H, device="meta"), ValueError, r"^m: expected a tensor on x's device cpu, got one"),
+    "mask requires grad": (
+        torch.ones(N, H, requires_grad=True),
+        ValueError,
+        r"^m: expected a dropout mask that does not require grad",
+    ),
+    "mask negative": (
+        torch.tensor([[2.0, 0.0, 2.0]] * (N - 1) + [[2.0, -2.0, 0.0]]),
+        ValueError,
+        r"^m: expected a dropout mask with entries >= 0, got a minimum of -2.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("m, error, message", MASK_CASES.values(), ids=MASK_CASES.keys())
+def test_two_layer_net_rejects_a_bad_dropout_mask_naming_m(m, error, message):
+    with pytest.raises(error, match=message):
+        two_layer_net(**good(), m=m)
+
+
+def test_two_layer_net_rejects_a_float32_mask_with_float64_inputs():
+    t = {k: v.detach().double() for k, v in good().items()}
+    with pytest.raises(TypeError, match=r"^m: expected dtype torch.float64 \(that of x\), got torch.float32"):
+        two_layer_net(**t, m=torch.ones(N, H))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_two_layer_net_rejects_a_cpu_mask_with_cuda_inputs():
+    t = {k: v.detach().cuda() for k, v in good().items()}
+    with pytest.raises(ValueError, match=r"^m: expected a tensor on x's device cuda:0, got one on cpu"):
+        two_layer_net(**t, m=torch.ones(N, H))
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, -0.1, True, "0.5", None])
+def test_dropout_mask_rejects_p_outside_0_to_1_naming_p(p):
+    with pytest.raises(ValueError, match=rf"^p: expected a number in \[0, 1\), got {re.escape(repr(p))}$"):
+        dropout_mask((N, H), p)
+
+
 # ------------------------------------------------------------------------------------------ softmax_cross_entropy
 
 S2 = torch.randn(N, C)
@@ -248,6 +304,14 @@ SCORE_CASES = {
 def test_softmax_cross_entropy_rejects_bad_scores(s2, error, message):
     with pytest.raises(error, match=message):
         softmax_cross_entropy(s2, torch.zeros(N, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.0, 1.5, "0.1", True, None, float("nan")])
+def test_softmax_cross_entropy_rejects_label_smoothing_outside_0_to_1_naming_it(eps):
+    with pytest.raises(
+        ValueError, match=rf"^label_smoothing: expected a number in \[0, 1\), got {re.escape(repr(eps))}$"
+    ):
+        softmax_cross_entropy(S2, torch.zeros(N, dtype=torch.int64), eps)
 
 
 # ------------------------------------------------------------------------------------------------------ the module

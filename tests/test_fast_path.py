@@ -81,6 +81,56 @@ def test_labels_after_a_cached_check_are_still_refused_values_included(counted_c
         softmax_cross_entropy(s2, y)
 
 
+@pytest.mark.parametrize(
+    "m, error, message",
+    [
+        (torch.ones(N, H + 1), ValueError, r"^m: expected the dropout mask's shape \(N, H\) = \(4, 3\)"),
+        (torch.ones(N, H, dtype=torch.float64), TypeError, r"^m: expected dtype torch.float32 \(that of x\)"),
+        (torch.ones(N, H, device="meta"), ValueError, r"^m: expected a tensor on x's device cpu, got one on meta"),
+        (torch.full((N, H), -1.0), ValueError, r"^m: expected a dropout mask with entries >= 0, got a minimum of -1"),
+        (torch.ones(N, H).index_fill(1, torch.tensor([2]), -0.5), ValueError, r"^m: .* got a minimum of -0.5"),
+    ],
+    ids=["shape", "dtype", "device", "all negative", "one column negative"],
+)
+def test_a_changed_or_negative_mask_after_a_cached_check_is_still_refused(counted_checks, m, error, message):
+    two_layer_net(**inputs(), m=torch.full((N, H), 2.0))  # checked and cached, with a mask
+    two_layer_net(**inputs(), m=torch.zeros(N, H))  # same signature: the values alone are checked (>= 0)
+    assert counted_checks == ["check_net_inputs"]
+    with pytest.raises(error, match=message):
+        two_layer_net(**inputs(), m=m)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dispatch.Seen.key leaves requires_grad out: a mask requiring grad of a cached signature passes (and gets "
+    "no gradient); functional.two_layer_net's cached branch should refuse m.requires_grad as check_net_inputs does",
+)
+def test_a_mask_requiring_grad_after_a_cached_check_is_still_refused(counted_checks):
+    two_layer_net(**inputs(), m=torch.ones(N, H))
+    with pytest.raises(ValueError, match=r"^m: expected a dropout mask that does not require grad"):
+        two_layer_net(**inputs(), m=torch.ones(N, H, requires_grad=True))
+
+
+@pytest.mark.parametrize("eps", [1.5, -0.1, "0.1"])
+def test_a_bad_label_smoothing_after_a_cached_check_is_still_refused(counted_checks, eps):
+    s2, y = torch.randn(N, C), torch.tensor([0, 1, 1, 0])
+    softmax_cross_entropy(s2, y, 0.1)  # checked and cached
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a number in \[0, 1\)"):
+        softmax_cross_entropy(s2, y, eps)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the cache key holds label_smoothing's value and False == 0.0 (equal hash): after a call with 0.0, False "
+    "is not checked; functional.softmax_cross_entropy should key on (type(label_smoothing), label_smoothing)",
+)
+def test_label_smoothing_false_after_a_cached_0_is_still_refused(counted_checks):
+    s2, y = torch.randn(N, C), torch.tensor([0, 1, 1, 0])
+    softmax_cross_entropy(s2, y, 0.0)  # checked and cached
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected a number in \[0, 1\), got False"):
+        softmax_cross_entropy(s2, y, False)
+
+
 def test_function_apply_binds_forwards_arguments_without_inspects_general_bind(monkeypatch):
     bound = []
     real = inspect.Signature.bind

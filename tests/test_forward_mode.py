@@ -50,6 +50,11 @@ def labelled(f, y):
     return lambda *a: f(*a, y)
 
 
+def followed_by(f, *rest, **kwargs):
+    """f(*a) -> f(*a, *rest, **kwargs): the inputs that get no tangent (labels, mask, eps) held fixed."""
+    return lambda *a: f(*a, *rest, **kwargs)
+
+
 def of_input(f, primals, i):
     """f as a function of input i alone, the others held fixed (no tangent: None in the Function's jvp)."""
     return lambda p: f(*primals[:i], p, *primals[i + 1 :])
@@ -245,6 +250,59 @@ def test_bf16_autocast_jvp_is_as_accurate_as_the_reference_under_the_same_autoca
         assert_rel_close(loss, loss_want, 1e-5, name)
 
 
+# ---------------------------------------------------- issue 24: label smoothing and the dropout mask (forward mode)
+
+
+def test_smoothed_loss_jvp_equals_forward_ad_of_f_cross_entropy_label_smoothing_float64():
+    # L̇ = mean_i sum_j (P_ij - Yeps_ij) ṡ2_ij against forward AD of torch's own smoothed cross-entropy.
+    gen = torch.Generator().manual_seed(2)
+    for name, s in net_crosscheck.smoothed_loss_inputs(torch.float64, torch.device("cpu"), gen).items():
+        (s2, y), eps = s.args, s.kwargs["label_smoothing"]
+        t = torch.randn(s2.shape, dtype=s2.dtype, generator=gen)
+        got = jvp(followed_by(softmax_cross_entropy, y, label_smoothing=eps), (s2,), (t,))
+        want = jvp(followed_by(F.cross_entropy, y, label_smoothing=eps), (s2,), (t,))
+        assert_rel_close(got, want, 1e-10, name)
+
+
+def test_masked_net_and_regularised_loss_jvp_equal_forward_ad_of_the_reference_with_the_same_mask_float64():
+    # ẋ2 = M * [S1 > 0] * ṡ1 at every sample (the kink, a row all dropped), into s2 and through the smoothed loss.
+    gen = torch.Generator().manual_seed(3)
+    for name, s in net_crosscheck.regularised_inputs(torch.float64, torch.device("cpu"), gen).items():
+        primals, (y, m), eps = s.args[:5], s.args[5:], s.kwargs["label_smoothing"]
+        tangents = tuple(torch.randn(p.shape, dtype=p.dtype, generator=gen) for p in primals)
+        got = jvp(followed_by(TwoLayerNetFn.apply, m), primals, tangents)
+        want = jvp(followed_by(reference_net_both, m), primals, tangents)
+        assert_rel_close(got, want, 1e-10, f"{name}: (s2, x2)")
+        got = jvp(followed_by(net_loss, y, m, eps), primals, tangents)
+        want = jvp(followed_by(reference_net_loss, y, m, eps), primals, tangents)
+        assert_rel_close(got, want, 1e-10, f"{name}: loss")
+
+
+def test_a_smoothed_loss_jvp_without_its_eps_term_fails_jvp_against_f_cross_entropy(monkeypatch):
+    # The jvp with - (eps / C) sum_j ṡ2_ij left out: L̇ = mean_i(sum_j P_ij ṡ2_ij - (1 - eps) ṡ2_{i,y_i}).
+    right = SoftmaxCrossEntropyFn.jvp
+
+    def wrong(ctx, s2_dot, y_dot, eps_dot):
+        return right(ctx, s2_dot, y_dot, eps_dot) + ctx.eps * s2_dot.mean(1).mean()
+
+    monkeypatch.setattr(SoftmaxCrossEntropyFn, "jvp", staticmethod(wrong))
+    report = net_crosscheck.LOSS_SMOOTHED.check(checks=["jvp"])
+    assert {(r.check, r.dtype) for r in report.failed()} == {("jvp", "float32"), ("jvp", "float64")}
+
+
+def test_a_net_jvp_that_forgets_the_mask_fails_jvp_against_plain_torch(monkeypatch):
+    # ẋ2 = [S1 > 0] * ṡ1 instead of M * [S1 > 0] * ṡ1 (the ctx as if no mask were given)
+    right = TwoLayerNetFn.jvp
+
+    class WithoutMask:
+        def __init__(self, ctx):
+            self.saved_tensors = (*ctx.saved_tensors[:4], None)
+
+    monkeypatch.setattr(TwoLayerNetFn, "jvp", staticmethod(lambda ctx, *t: right(WithoutMask(ctx), *t)))
+    report = net_crosscheck.NET_DROPOUT.check(checks=["jvp"])
+    assert {(r.check, r.dtype) for r in report.failed()} == {("jvp", "float32"), ("jvp", "float64")}
+
+
 # --------------------------------------------------------------------------------------------------- bad input
 
 
@@ -274,3 +332,11 @@ def test_a_label_tangent_is_refused_by_forward_ad():
         jvp(lambda labels: softmax_cross_entropy(s2, labels), (y,), (torch.ones_like(y),))
     with fwAD.dual_level(), pytest.raises(ValueError, match="Expected primal to be floating point"):
         softmax_cross_entropy(s2, fwAD.make_dual(y, torch.ones_like(y)))
+
+
+def test_a_tangent_on_the_dropout_mask_is_refused_naming_m():
+    # the mask is not differentiated: a tangent given for it is refused, not silently dropped
+    primals, _, _ = SAMPLES["general"]
+    m = torch.ones(primals[0].shape[0], primals[1].shape[1], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^m: expected a dropout mask without a tangent"):
+        jvp(lambda mask: two_layer_net(*primals, mask), (m,), (torch.ones_like(m),))

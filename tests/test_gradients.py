@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from manualnet import TwoLayerNet, net_crosscheck, softmax_cross_entropy, two_layer_net
-from manualnet.functional import TwoLayerNetFn
+from manualnet.functional import SoftmaxCrossEntropyFn, TwoLayerNetFn, dropout_mask
 from manualnet.reference import (
     copy_from_reference,
     copy_to_reference,
@@ -163,6 +163,131 @@ def test_reference_checks_flag_a_dw1_off_by_a_tenth_of_a_percent_that_gradcheck_
     # gradcheck compares with finite differences at rtol 1e-3: a 1e-3 error is within it. The reference is exact.
     assert {r.check for r in report.failed()} == {"backward", "noncontiguous"}
     assert "d(w1)" in report.failed()[0].note  # by the reference's parameter name
+
+
+# ------------------------------------------------------- issue 24: label smoothing and the dropout mask (eager)
+
+
+def test_smoothed_loss_gradients_equal_f_cross_entropy_label_smoothing_including_logits_of_1e4(crosscheck):
+    # softmax_cross_entropy(s2, y, 0.1) against torch's own F.cross_entropy(s2, y, label_smoothing=0.1)
+    report = crosscheck(net_crosscheck.LOSS_SMOOTHED, checks=GRADIENT_CHECKS)
+    assert not_applicable(report) == {"input_subsets", "unused_outputs", "same_tensor_twice"}  # one input, output
+
+
+def test_net_with_a_dropout_mask_equals_plain_torch_with_the_same_mask_at_every_sample(crosscheck):
+    # the kink sample masked, a row with every unit dropped, a mask of ones; m itself is never differentiated
+    report = crosscheck(net_crosscheck.NET_DROPOUT, checks=GRADIENT_CHECKS)
+    assert not_applicable(report) == {"unused_outputs", "same_tensor_twice"}
+    assert all("d(m)" not in (r.note or "") for r in report.results)
+
+
+def test_loss_with_smoothing_and_dropout_through_both_functions_equals_plain_torch(crosscheck):
+    crosscheck(net_crosscheck.NET_LOSS_REGULARISED, checks=GRADIENT_CHECKS[:4])
+
+
+def test_smoothed_loss_and_its_gradient_equal_f_cross_entropy_within_1e_10_float64():
+    gen = torch.Generator().manual_seed(3)
+    for name, s in net_crosscheck.smoothed_loss_inputs(torch.float64, torch.device("cpu"), gen).items():
+        (s2, y), eps = s.args, s.kwargs["label_smoothing"]
+        a, b = s2.clone().requires_grad_(), s2.clone().requires_grad_()
+        got, want = softmax_cross_entropy(a, y, eps), F.cross_entropy(b, y, label_smoothing=eps)
+        got.backward()
+        want.backward()
+        assert_rel_close(f"{name}: L", got.detach(), want.detach(), rtol=1e-10)
+        assert_rel_close(f"{name}: dL/ds2", a.grad, b.grad, rtol=1e-10)
+
+
+def test_eps_0_is_bitwise_the_unsmoothed_loss_and_its_gradient_the_unsmoothed_p_minus_y_over_n():
+    # eps = 0 runs the old path: L = -mean_i ln P[i, y_i] bit for bit, and dL/dS2 = (P - Y) / N bit for bit as the
+    # backward before label smoothing computed it (subtract 1 at (i, y_i) of softmax(s2), times dL / N). Autograd's
+    # gradient of the same formula takes other ops (log_softmax's backward): equal to float32 rounding only.
+    gen = torch.Generator().manual_seed(4)
+    for name, (s2, y) in net_crosscheck.loss_inputs(torch.float32, torch.device("cpu"), gen).items():
+        a, b = s2.clone().requires_grad_(), s2.clone().requires_grad_()
+        got = softmax_cross_entropy(a, y, 0.0)
+        want = -torch.log_softmax(b, 1).gather(1, y[:, None]).mean()
+        got.backward()
+        want.backward()
+        assert torch.equal(got, want), name
+        p_minus_y = torch.softmax(s2, 1).scatter_add(1, y[:, None], s2.new_full((len(y), 1), -1.0))
+        assert torch.equal(a.grad, p_minus_y * (torch.ones(()) / len(y))), name
+        assert_rel_close(f"{name}: dL/ds2", a.grad, b.grad, rtol=1e-6)
+
+
+def smoothing_backward_without(monkeypatch, term: str) -> None:
+    """SoftmaxCrossEntropyFn.backward with one term of dL/dS2 = (P - (1 - eps) Y - eps / C) / N left out:
+    "eps / C" gives (P - (1 - eps) Y) / N, "1 - eps" gives (P - Y - eps / C) / N."""
+    right = SoftmaxCrossEntropyFn.backward
+
+    def wrong(ctx, dloss):
+        ds2, dy, deps = right(ctx, dloss)
+        s2, y = ctx.saved_tensors
+        n, c = s2.shape
+        if term == "eps / C":
+            ds2 = ds2 + ctx.eps / c * (dloss / n)
+        else:  # "1 - eps": subtract eps more at (i, y_i)
+            ds2 = ds2.scatter_add(1, y[:, None], ds2.new_full((n, 1), -ctx.eps) * (dloss / n))
+        return ds2, dy, deps
+
+    monkeypatch.setattr(SoftmaxCrossEntropyFn, "backward", staticmethod(wrong))
+
+
+@pytest.mark.parametrize("term", ["eps / C", "1 - eps"])
+def test_a_smoothing_backward_missing_a_term_fails_backward_against_f_cross_entropy(monkeypatch, term):
+    smoothing_backward_without(monkeypatch, term)
+    report = net_crosscheck.LOSS_SMOOTHED.check(checks=["backward"])
+    assert {(r.check, r.dtype) for r in report.failed()} == {("backward", "float32"), ("backward", "float64")}
+    assert "d(input)" in report.failed()[0].note  # F.cross_entropy's name for s2
+
+
+class WithoutMask:
+    """TwoLayerNetFn's ctx as if no mask had been given: saved_tensors with m = None."""
+
+    def __init__(self, ctx):
+        self.saved_tensors = (*ctx.saved_tensors[:4], None)
+        self.needs_input_grad, self.w1_transposed = ctx.needs_input_grad, ctx.w1_transposed
+
+
+def test_a_net_backward_that_forgets_the_mask_on_dx2_fails_backward_against_plain_torch(monkeypatch):
+    right = TwoLayerNetFn.backward
+    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(lambda ctx, *g: right(WithoutMask(ctx), *g)))
+    report = net_crosscheck.NET_DROPOUT.check(checks=["backward"])
+    assert {(r.check, r.dtype) for r in report.failed()} == {("backward", "float32"), ("backward", "float64")}
+    # dS1 = dX2 * [S1 > 0] instead of dX2 * M * [S1 > 0]: x, w1 and b1 wrong; w2 and b2 (above the mask) right
+    note = report.failed()[0].note
+    assert "d(w1)" in note and "d(w2)" not in note, note
+
+
+# ------------------------------------------------------------------------------------------------- dropout_mask
+
+
+def test_dropout_mask_is_bitwise_repeatable_from_a_seeded_generator():
+    a = dropout_mask((50, 40), 0.3, torch.Generator().manual_seed(7))
+    b = dropout_mask((50, 40), 0.3, torch.Generator().manual_seed(7))
+    c = dropout_mask((50, 40), 0.3, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dropout_mask_entries_are_0_or_1_over_1_minus_p_in_the_dtype_asked_for(dtype):
+    m = dropout_mask((30, 20), 0.3, torch.Generator().manual_seed(0), dtype=dtype)
+    assert m.dtype == dtype and m.shape == (30, 20)
+    kept = torch.tensor(1 / (1 - 0.3), dtype=dtype)
+    assert ((m == 0) | (m == kept)).all()
+    assert (m == 0).any() and (m == kept).any()
+
+
+def test_dropout_mask_with_p_0_is_all_ones():
+    assert torch.equal(dropout_mask((6, 5), 0.0, torch.Generator().manual_seed(0)), torch.ones(6, 5))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_keeps_a_fraction_near_1_minus_p_and_has_mean_1(p):
+    # n = 10^6 Bernoulli(1 - p) draws: the kept fraction has standard deviation sqrt(p (1 - p) / n) <= 5e-4. The
+    # bound 0.005 is over 10 of those: a seeded draw outside it means the probability is wrong, not bad luck.
+    m = dropout_mask((1000, 1000), p, torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert abs((m > 0).double().mean().item() - (1 - p)) < 0.005
+    assert abs(m.mean().item() - 1) < 0.005 / (1 - p)  # E[M] = 1: inverted dropout needs no rescale at evaluation
 
 
 # ------------------------------------------------------------------------------ float32 against the autograd reference

@@ -372,7 +372,7 @@ def test_ddp_where_two_processes_cannot_start_is_refused_naming_the_argument_bef
 # ---------------------------------------------------------------------------------- the net's own Functions
 
 
-@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS"])
+@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS", "LOSS_SMOOTHED", "NET_DROPOUT", "NET_LOSS_REGULARISED"])
 def test_the_nets_functions_pass_every_new_check_with_no_warning(target):
     report = getattr(net_crosscheck, target).check(checks=NEW)
     status = {(r.check, r.dtype): r.status for r in report.results}

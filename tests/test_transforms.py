@@ -15,6 +15,8 @@ NAMES = ("w1", "b1", "w2", "b2")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FUNC_CHECKS = ["func_grad", "func_vjp", "jacrev", "vmap_grad", "jvp"]
 COMPILE_CHECKS = [c for c in CHECKS if c.startswith("compile")]  # first sample only (dynamic: two sizes)
+# issue 24: the smoothed loss (against F.cross_entropy's label_smoothing), the net with a dropout mask, both at once
+REGULARISED = ["LOSS_SMOOTHED", "NET_DROPOUT", "NET_LOSS_REGULARISED"]
 
 
 def data(n=6, d=10, h=7, c=4, seed=0):
@@ -38,7 +40,7 @@ def reference_loss_grads(model, x, y) -> dict:
 # ---------------------------------------------------------------------------------- the harness: torch.func, compile
 
 
-@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS"])
+@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS", *REGULARISED])
 def test_func_transforms_of_the_functions_equal_plain_torch(crosscheck, target):
     report = crosscheck(getattr(net_crosscheck, target), checks=FUNC_CHECKS)
     # jvp included: the hand-written jvp against forward AD of the reference, eager, compiled and under jacfwd
@@ -47,7 +49,7 @@ def test_func_transforms_of_the_functions_equal_plain_torch(crosscheck, target):
     }
 
 
-@pytest.mark.parametrize("target", ["NET", "LOSS"])
+@pytest.mark.parametrize("target", ["NET", "LOSS", "LOSS_SMOOTHED", "NET_DROPOUT"])
 def test_compiled_functions_equal_plain_torch_and_run_the_hand_written_backward(crosscheck, target):
     # compile_func_grad is pytorch #193279: the probe proves the hand-written backward ran (no warning), which
     # the wrappers' _apply ensures; the values alone could not tell. compile_jvp: Dynamo cannot trace a custom jvp
@@ -69,7 +71,7 @@ def test_bf16_autocast_on_cpu_equals_plain_torch_under_the_same_autocast(crossch
     # Both sides round the same products to bf16 and run the same kernels: against the float64 truth, manual's
     # error is the reference's own on this machine. The honest bound for another CPU is that plus one bf16
     # rounding of the largest entry (2^-8); float64 is left alone by autocast.
-    for target in ("NET", "LOSS", "NET_LOSS"):
+    for target in ("NET", "LOSS", "NET_LOSS", *REGULARISED):
         report = crosscheck(getattr(net_crosscheck, target), checks=["autocast"])
         for r in report.results:
             assert r.max_rel <= (r.ref_rel + 2**-8 if r.dtype == "float32" else 1e-12), (target, r)
@@ -112,10 +114,10 @@ def test_vmap_over_an_ensemble_of_weights_equals_the_reference_of_each_model():
 
 
 @CUDA
-@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS"])
+@pytest.mark.parametrize("target", ["NET", "LOSS", "NET_LOSS", *REGULARISED])
 def test_cuda_every_check_equals_plain_torch_tf32_off(crosscheck, target, monkeypatch):
     # Every check on the GPU: gradients, gradcheck, torch.func, compile (the two Functions; not again for the loss
     # through both), fp16 and bf16 autocast. TF32 off, so that float32 means float32 (restored by monkeypatch).
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    checks = [c for c in CHECKS if target != "NET_LOSS" or c not in COMPILE_CHECKS]
+    checks = [c for c in CHECKS if not target.startswith("NET_LOSS") or c not in COMPILE_CHECKS]
     crosscheck(getattr(net_crosscheck, target), devices=["cuda"], checks=checks)
