@@ -100,11 +100,6 @@ def test_a_changed_or_negative_mask_after_a_cached_check_is_still_refused(counte
         two_layer_net(**inputs(), m=m)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatch.Seen.key leaves requires_grad out: a mask requiring grad of a cached signature passes (and gets "
-    "no gradient); functional.two_layer_net's cached branch should refuse m.requires_grad as check_net_inputs does",
-)
 def test_a_mask_requiring_grad_after_a_cached_check_is_still_refused(counted_checks):
     two_layer_net(**inputs(), m=torch.ones(N, H))
     with pytest.raises(ValueError, match=r"^m: expected a dropout mask that does not require grad"):
@@ -119,11 +114,6 @@ def test_a_bad_label_smoothing_after_a_cached_check_is_still_refused(counted_che
         softmax_cross_entropy(s2, y, eps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key holds label_smoothing's value and False == 0.0 (equal hash): after a call with 0.0, False "
-    "is not checked; functional.softmax_cross_entropy should key on (type(label_smoothing), label_smoothing)",
-)
 def test_label_smoothing_false_after_a_cached_0_is_still_refused(counted_checks):
     s2, y = torch.randn(N, C), torch.tensor([0, 1, 1, 0])
     softmax_cross_entropy(s2, y, 0.0)  # checked and cached
