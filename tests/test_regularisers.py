@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from test_training import classifier, trainer
 from torch import nn
 
 from lightning_ref import GradientCrossCheck, GradientMismatchError
@@ -31,22 +32,6 @@ def datamodule(root) -> ImageDataModule:
     dm = ImageDataModule("cifar10", root=str(root), download=False, batch_size=50, val_size=100, eval_batch_size=100)
     dm.setup("fit")
     return dm
-
-
-def classifier(dm: ImageDataModule, **kw) -> TwoLayerClassifier:
-    return TwoLayerClassifier(dm.input_shape, dm.num_classes, **{"hidden": 16, "lr": 0.05, **kw})
-
-
-def trainer(callbacks=(), **kw) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        **{"max_epochs": 1, "enable_checkpointing": False, **kw},
-    )
 
 
 def weights(model: TwoLayerClassifier) -> dict[str, torch.Tensor]:

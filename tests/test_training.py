@@ -36,11 +36,10 @@ def trainer(callbacks=(), logger=False, **kw) -> L.Trainer:
         accelerator="cpu",
         devices=1,
         logger=logger,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=list(callbacks),
-        **{"max_epochs": 1, **kw},
+        **{"max_epochs": 1, "enable_checkpointing": False, **kw},
     )
 
 
