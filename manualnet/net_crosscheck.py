@@ -86,16 +86,16 @@ def smoothed_loss_inputs(dtype: torch.dtype, device: torch.device, generator: to
     return {name: Sample(s2, y, label_smoothing=EPS) for name, (s2, y) in loss_inputs(dtype, device, generator).items()}
 
 
-def _with_mask(x, w1, b1, w2, b2, generator):
-    """The sample with a dropout mask m (N,H) drawn from the generator, P_DROP of its entries 0, the others 2."""
-    return x, w1, b1, w2, b2, dropout_mask((x.shape[0], w1.shape[1]), P_DROP, generator, x.device, x.dtype)
+def _mask(x: Tensor, w1: Tensor, generator: torch.Generator) -> Tensor:
+    """A dropout mask m (N,H) for x and w1, drawn from the generator: P_DROP of its entries 0, the others 2."""
+    return dropout_mask((x.shape[0], w1.shape[1]), P_DROP, generator, x.device, x.dtype)
 
 
 def dropout_inputs(dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> dict[str, tuple]:
     """net_inputs' samples (x, w1, b1, w2, b2, m), each with a mask drawn from the generator (the kink sample
     included), and the general sample again with every unit of its first row dropped (m[0] = 0: that row's s2 is b2)
     and with nothing dropped (m = 1, p = 0)."""
-    samples = {name: _with_mask(*s, generator) for name, s in net_inputs(dtype, device, generator).items()}
+    samples = {name: (*s, _mask(s[0], s[1], generator)) for name, s in net_inputs(dtype, device, generator).items()}
     x, w1, b1, w2, b2, m = samples["general"]
     samples["row dropped"] = (x, w1, b1, w2, b2, torch.cat([torch.zeros_like(m[:1]), m[1:]]))
     samples["nothing dropped"] = (x, w1, b1, w2, b2, torch.ones_like(m))
@@ -117,8 +117,7 @@ def regularised_inputs(dtype: torch.dtype, device: torch.device, generator: torc
     label_smoothing=EPS: both regularisers at once, against F.cross_entropy's smoothing on the masked net."""
     samples = {}
     for name, (x, w1, b1, w2, b2, y) in net_loss_inputs(dtype, device, generator).items():
-        m = _with_mask(x, w1, b1, w2, b2, generator)[5]
-        samples[name] = Sample(x, w1, b1, w2, b2, y, m, label_smoothing=EPS)
+        samples[name] = Sample(x, w1, b1, w2, b2, y, _mask(x, w1, generator), label_smoothing=EPS)
     return samples
 
 
@@ -155,7 +154,7 @@ NET_LOSS = FunctionUnderTest(
     net_loss_inputs,
     {"functions": (TwoLayerNetFn, SoftmaxCrossEntropyFn), "kinks": KINKS, "batch_args": (0, 5)},
 )
-# Issue 24's regularisers. The mask m is a float tensor that gets no gradient: no_grad=("m",) passes it as it is
+# The regularisers. The mask m is a float tensor that gets no gradient: no_grad=("m",) passes it as it is
 # (the harness differentiates every other floating input), as the reference does with the very same mask.
 LOSS_SMOOTHED = FunctionUnderTest(
     softmax_cross_entropy,

@@ -183,3 +183,18 @@ def wrong_dw1(monkeypatch):
         return dx, None if dw1 is None else dw1 * 1.001, db1, dw2, db2, dm
 
     monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))
+
+
+class _WithoutMask:
+    """TwoLayerNetFn's ctx as if no mask had been given: saved_tensors with m = None."""
+
+    def __init__(self, ctx):
+        self.saved_tensors = (*ctx.saved_tensors[:4], None)
+        self.needs_input_grad, self.w1_transposed = ctx.needs_input_grad, ctx.w1_transposed
+
+
+@pytest.fixture
+def mask_left_out_of_backward(monkeypatch):
+    """A hand-written backward that forgets the dropout mask on the way to dS1 (dS1 = dX2 * [S1 > 0])."""
+    right = TwoLayerNetFn.backward
+    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(lambda ctx, *g: right(_WithoutMask(ctx), *g)))

@@ -250,7 +250,7 @@ def test_bf16_autocast_jvp_is_as_accurate_as_the_reference_under_the_same_autoca
         assert_rel_close(loss, loss_want, 1e-5, name)
 
 
-# ---------------------------------------------------- issue 24: label smoothing and the dropout mask (forward mode)
+# ------------------------------------------------------------- label smoothing and the dropout mask (forward mode)
 
 
 def test_smoothed_loss_jvp_equals_forward_ad_of_f_cross_entropy_label_smoothing_float64():

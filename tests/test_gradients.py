@@ -165,7 +165,7 @@ def test_reference_checks_flag_a_dw1_off_by_a_tenth_of_a_percent_that_gradcheck_
     assert "d(w1)" in report.failed()[0].note  # by the reference's parameter name
 
 
-# ------------------------------------------------------- issue 24: label smoothing and the dropout mask (eager)
+# ------------------------------------------------------------------ label smoothing and the dropout mask (eager)
 
 
 def test_smoothed_loss_gradients_equal_f_cross_entropy_label_smoothing_including_logits_of_1e4(crosscheck):
@@ -240,17 +240,7 @@ def test_a_smoothing_backward_missing_a_term_fails_backward_against_f_cross_entr
     assert "d(input)" in report.failed()[0].note  # F.cross_entropy's name for s2
 
 
-class WithoutMask:
-    """TwoLayerNetFn's ctx as if no mask had been given: saved_tensors with m = None."""
-
-    def __init__(self, ctx):
-        self.saved_tensors = (*ctx.saved_tensors[:4], None)
-        self.needs_input_grad, self.w1_transposed = ctx.needs_input_grad, ctx.w1_transposed
-
-
-def test_a_net_backward_that_forgets_the_mask_on_dx2_fails_backward_against_plain_torch(monkeypatch):
-    right = TwoLayerNetFn.backward
-    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(lambda ctx, *g: right(WithoutMask(ctx), *g)))
+def test_a_net_backward_that_forgets_the_mask_on_dx2_fails_backward_against_plain_torch(mask_left_out_of_backward):
     report = net_crosscheck.NET_DROPOUT.check(checks=["backward"])
     assert {(r.check, r.dtype) for r in report.failed()} == {("backward", "float32"), ("backward", "float64")}
     # dS1 = dX2 * [S1 > 0] instead of dX2 * M * [S1 > 0]: x, w1 and b1 wrong; w2 and b2 (above the mask) right

@@ -13,16 +13,14 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from test_training import classifier, trainer
+from test_training import assert_same_loss_and_gradients, classifier, trainer
 from torch import nn
 
 from lightning_ref import GradientCrossCheck, GradientMismatchError
 from lightning_ref.data import ImageDataModule
 from lightning_ref.module import TwoLayerClassifier
 from manualnet import dropout_mask
-from manualnet.crosscheck import compare_all
-from manualnet.functional import TwoLayerNetFn
-from manualnet.reference import reference_grads, reference_scores
+from manualnet.reference import reference_scores
 
 EVERY_OPTION = {"dropout": 0.3, "label_smoothing": 0.1, "ema_decay": 0.9}
 
@@ -43,16 +41,9 @@ def test_both_impls_give_the_same_loss_and_gradients_with_the_same_mask_and_smoo
     x, y = next(iter(dm.train_dataloader()))
     manual, auto = classifier(dm, impl="manual", seed=3), classifier(dm, impl="autograd", seed=3)
     m = dropout_mask((x.shape[0], 16), 0.5, torch.Generator().manual_seed(0))
-    loss_m, _ = manual.loss_and_scores(x, y, m, 0.2)
-    loss_a, _ = auto.loss_and_scores(x, y, m, 0.2)
-    loss_m.backward()
-    loss_a.backward()
-    assert math.isclose(loss_m.item(), loss_a.item(), rel_tol=1e-6)
-    manual_grads = {name: p.grad for name, p in manual.net.named_parameters()}
-    for d in compare_all(manual_grads, reference_grads(auto.net)):
-        assert d.max_rel < 1e-5, d
+    loss = assert_same_loss_and_gradients(manual, auto, x, y, m, 0.2)
     # and both differ from the loss without them: the options reached the loss
-    assert not math.isclose(loss_m.item(), manual.loss_and_scores(x, y)[0].item(), rel_tol=1e-3)
+    assert not math.isclose(loss, manual.loss_and_scores(x, y)[0].item(), rel_tol=1e-3)
 
 
 class StepMasks(L.Callback):
@@ -103,31 +94,6 @@ def test_the_live_crosscheck_passes_with_every_option_on_for_the_right_backward(
     check = GradientCrossCheck(every_n_steps=1, on_mismatch="raise")
     trainer([check], max_epochs=2).fit(classifier(dm, **EVERY_OPTION), datamodule=dm)
     assert check.checks == 20 and check.worst_rel < 1e-5
-
-
-@pytest.fixture
-def mask_left_out_of_backward(monkeypatch):
-    """A hand-written backward that forgets the dropout mask on the way to dS1 (dS1 = dX2 * [S1 > 0])."""
-    right = TwoLayerNetFn.backward
-
-    def wrong(ctx, ds2, dx2_out):
-        x, w1, w2, x2, m = ctx.saved_tensors
-        ctx.saved_tensors_override = (x, w1, w2, x2, None)
-        return right(_Unmasked(ctx), ds2, dx2_out)
-
-    monkeypatch.setattr(TwoLayerNetFn, "backward", staticmethod(wrong))
-
-
-class _Unmasked:
-    """ctx with the saved mask replaced by None."""
-
-    def __init__(self, ctx) -> None:
-        self._ctx = ctx
-
-    def __getattr__(self, name):
-        if name == "saved_tensors":
-            return self._ctx.saved_tensors_override
-        return getattr(self._ctx, name)
 
 
 def test_the_live_crosscheck_catches_a_backward_that_leaves_the_mask_out(fake_cifar10, mask_left_out_of_backward):

@@ -66,14 +66,21 @@ def test_both_impls_start_from_the_same_weights_and_give_the_same_first_loss_and
     x, y = next(iter(dm.train_dataloader()))
     manual, auto = classifier(dm, impl="manual", seed=3), classifier(dm, impl="autograd", seed=3)
     assert torch.equal(manual.net.w1, auto.net[1].weight.T) and torch.equal(manual.net.w2, auto.net[3].weight.T)
-    loss_m, _ = manual.loss_and_scores(x, y)
-    loss_a, _ = auto.loss_and_scores(x, y)
+    assert_same_loss_and_gradients(manual, auto, x, y)
+
+
+def assert_same_loss_and_gradients(manual: TwoLayerClassifier, auto: TwoLayerClassifier, x, y, *regularisers) -> float:
+    """The two impls' loss_and_scores(x, y, *regularisers) agree to float32 rounding, and so do their gradients;
+    returns the manual loss."""
+    loss_m, _ = manual.loss_and_scores(x, y, *regularisers)
+    loss_a, _ = auto.loss_and_scores(x, y, *regularisers)
     loss_m.backward()
     loss_a.backward()
     assert math.isclose(loss_m.item(), loss_a.item(), rel_tol=1e-6)
     manual_grads = {name: p.grad for name, p in manual.net.named_parameters()}
     for d in compare_all(manual_grads, reference_grads(auto.net)):
         assert d.max_rel < 1e-5, d
+    return loss_m.item()
 
 
 def test_the_same_seed_gives_the_same_weights_and_another_seed_different_ones(fake_cifar10):

@@ -15,7 +15,7 @@ NAMES = ("w1", "b1", "w2", "b2")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FUNC_CHECKS = ["func_grad", "func_vjp", "jacrev", "vmap_grad", "jvp"]
 COMPILE_CHECKS = [c for c in CHECKS if c.startswith("compile")]  # first sample only (dynamic: two sizes)
-# issue 24: the smoothed loss (against F.cross_entropy's label_smoothing), the net with a dropout mask, both at once
+# the regularisers: the smoothed loss (vs F.cross_entropy's label_smoothing), the net with a dropout mask, both at once
 REGULARISED = ["LOSS_SMOOTHED", "NET_DROPOUT", "NET_LOSS_REGULARISED"]
 
 
